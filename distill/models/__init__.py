@@ -1,0 +1,18 @@
+"""Model factory: backbones by name, students with named heads, CIFAR ResNets for the shared weights."""
+
+from .cifar_resnet import CifarResNet
+from .registry import (
+    create_backbone,
+    create_cifar_resnet_classifier,
+    create_student,
+    list_backbones,
+    load_backbone_weights,
+    register_backbone,
+    student_from_spec,
+)
+from .student import HEADS_BY_METHOD, Student, StudentSpec
+
+__all__ = [
+    "CifarResNet", "HEADS_BY_METHOD", "Student", "StudentSpec", "create_backbone", "create_cifar_resnet_classifier",
+    "create_student", "list_backbones", "load_backbone_weights", "register_backbone", "student_from_spec",
+]

@@ -1,0 +1,132 @@
+"""Shared fixtures: real images from ../shared (skipped when absent) and tiny models so unit tests stay fast."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DISTILL_SHARED_DIR", REPO.parent / "shared"))
+CIFAR_TAR = SHARED / "data" / "cifar10-train-jpeg.tar.gz"
+CLOTHING_TAR = SHARED / "data" / "clothing-small-trainval.tar"
+RESNET56 = SHARED / "models" / "resnet56-4bfd9763.th"
+RESNET20 = SHARED / "models" / "resnet20-12fca82f.th"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared real data not found at {path} (set DISTILL_SHARED_DIR)")
+    return path
+
+
+def _extract_subset(tar_path: Path, dest: Path, per_class: int, prefix: str) -> Path:
+    """Extract the first ``per_class`` images of every class under ``prefix`` (streams the archive once)."""
+    counts: dict[str, int] = {}
+    with tarfile.open(tar_path) as tf:
+        for m in tf:
+            if not m.isfile() or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
+                continue
+            parts = Path(m.name).parts
+            if prefix not in parts:
+                continue
+            i = parts.index(prefix)
+            if len(parts) != i + 3:
+                continue
+            cls = parts[i + 1]
+            if counts.get(cls, 0) >= per_class:
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
+            out = dest / cls / parts[-1]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def cifar_tar() -> Path:
+    return _require(CIFAR_TAR)
+
+
+@pytest.fixture(scope="session")
+def resnet56_weights() -> Path:
+    return _require(RESNET56)
+
+
+@pytest.fixture(scope="session")
+def resnet20_weights() -> Path:
+    return _require(RESNET20)
+
+
+@pytest.fixture(scope="session")
+def cifar_small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageFolder of 30 real CIFAR-10 JPEGs per class (300 images)."""
+    tar = _require(CIFAR_TAR)
+    return _extract_subset(tar, tmp_path_factory.mktemp("cifar_small"), per_class=30, prefix="train")
+
+
+@pytest.fixture(scope="session")
+def clothing_small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageFolder of 4 real clothing photos per class (realistic sizes, for serving and export calibration)."""
+    tar = _require(CLOTHING_TAR)
+    return _extract_subset(tar, tmp_path_factory.mktemp("clothing_small"), per_class=4, prefix="train")
+
+
+@pytest.fixture(scope="session")
+def real_jpegs(cifar_small_dir: Path) -> list[Path]:
+    return sorted(cifar_small_dir.rglob("*.jpg"))[:16]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, cifar_small_dir: Path) -> Path:
+    """A random-weight DHO student (cifar_resnet8, 10 CIFAR classes) saved in the real checkpoint format."""
+    import torch
+
+    from distill.checkpoint import save_checkpoint
+    from distill.models import create_student
+    from distill.preprocess import PreprocessSpec
+
+    torch.manual_seed(0)
+    student = create_student("cifar_resnet8", num_classes=10, method="dho")
+    val = sorted(cifar_small_dir.rglob("*.jpg"))[::3]
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {
+        "student": student.spec.model_dump(),
+        "model": student.state_dict(),
+        "class_names": CIFAR_CLASSES,
+        "preprocess": PreprocessSpec().model_dump(),
+        "method": "dho",
+        "blend": {
+            "prob": {"alpha": 0.5, "beta": 1.0, "val_acc": 0.1},
+            "logit": {"alpha": 0.5, "beta": 1.0, "val_acc": 0.1},
+            "heads_val_acc": {"ce": 0.1, "kd": 0.1},
+        },
+        "teacher": {"kind": "cifar_resnet", "name": "cifar_resnet56", "identity": "test"},
+        "data": {
+            "root": str(cifar_small_dir),
+            "val": [[str(p.relative_to(cifar_small_dir)), CIFAR_CLASSES.index(p.parent.name)] for p in val],
+            "test": [],
+        },
+        "config": {},
+        "epoch": 0,
+        "step": 0,
+    })
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The tiny checkpoint exported to a folded, verified fp32 ONNX artifact through export's Python API."""
+    from export import export_onnx
+
+    out = tmp_path_factory.mktemp("artifact") / "tiny.onnx"
+    export_onnx(tiny_checkpoint, out, fold_heads=True)
+    return out
