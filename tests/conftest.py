@@ -130,3 +130,16 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pat
     out = tmp_path_factory.mktemp("artifact") / "tiny.onnx"
     export_onnx(tiny_checkpoint, out, fold_heads=True)
     return out
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow (long real-data runs)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("DISTILL_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow real-data run: use --runslow or DISTILL_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
