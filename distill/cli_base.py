@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from .errors import DistillError
 
@@ -14,10 +16,25 @@ from .errors import DistillError
 console = Console(stderr=True)
 
 
+class DistillGroup(TyperGroup):
+    """Root group that turns a :class:`DistillError` raised by any (sub)command into one line and an exit code.
+
+    Handling it here (not only in ``__call__``) means ``typer.testing.CliRunner`` sees the same exit code.
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DistillError as e:
+            _print_error(str(e))
+            raise typer.Exit(e.exit_code) from None
+
+
 class DistillTyper(typer.Typer):
-    """A Typer app that turns :class:`DistillError` into ``error: <message>`` and exit code ``exit_code``."""
+    """A Typer app whose user errors print ``error: <message>`` and exit with the error's ``exit_code`` (2)."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", DistillGroup)
         kwargs.setdefault("no_args_is_help", True)
         kwargs.setdefault("pretty_exceptions_show_locals", False)
         kwargs.setdefault("add_completion", False)
@@ -26,15 +43,19 @@ class DistillTyper(typer.Typer):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
-        except DistillError as e:
+        except DistillError as e:  # raised outside a command (e.g. a callback of a single-command app)
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print one clean error line and exit (the only way commands report user errors)."""
+def _print_error(message: str) -> None:
     line = " ".join(str(message).split())
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {line}", markup=True)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(line)}")
     sys.stderr.flush()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one clean error line and exit (the only way commands report user errors)."""
+    _print_error(message)
     raise SystemExit(code)

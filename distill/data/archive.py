@@ -1,0 +1,162 @@
+"""Dataset roots: a directory is used as is; a tar archive is extracted once into the cache and reused.
+
+Extraction is atomic (into a temporary folder, then one ``rename``), keyed by the archive's path, size and
+mtime, and refuses members that would land outside the target (absolute paths, ``..``, links, devices).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..errors import DataError
+from .config import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def is_image_folder(path: Path) -> bool:
+    """True when at least one sub-directory of ``path`` holds image files directly (a class folder)."""
+    try:
+        subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    except OSError:
+        return False
+    for d in subdirs:
+        try:
+            if any(is_image_file(f) for f in d.iterdir() if f.is_file()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _archive_key(path: Path) -> str:
+    st = path.stat()
+    raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _safe_members(tf: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
+    """Regular files and directories whose resolved target stays inside ``dest``; anything else is skipped."""
+    dest = dest.resolve()
+    keep: list[tarfile.TarInfo] = []
+    for m in tf.getmembers():
+        if not (m.isfile() or m.isdir()):
+            log.warning("skipping archive member %s (not a regular file)", m.name)
+            continue
+        target = (dest / m.name).resolve()
+        if m.name.startswith(("/", "\\")) or not target.is_relative_to(dest):
+            log.warning("skipping archive member %s (outside the extraction folder)", m.name)
+            continue
+        keep.append(m)
+    return keep
+
+
+def extract_archive(archive: Path, cache_dir: Path | None = None) -> Path:
+    """Extract ``archive`` into ``cache_dir/extracted/<name>-<key>`` once; later calls return the same folder."""
+    archive = Path(archive).expanduser()
+    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    stem = archive.name
+    for suf in ARCHIVE_SUFFIXES:
+        if stem.lower().endswith(suf):
+            stem = stem[: -len(suf)]
+            break
+    dest = cache_dir / "extracted" / f"{stem}-{_archive_key(archive)}"
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        with tarfile.open(archive) as tf:
+            members = _safe_members(tf, tmp)
+            tf.extractall(tmp, members=members, filter="data")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # not a lost race with another process: a real failure
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot extract archive {archive}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("extracted %s into %s", archive, dest)
+    return dest
+
+
+def resolve_dataset_root(path: str | Path, subdir: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The ImageFolder directory behind ``path`` (a directory or an archive of one).
+
+    A root whose only dataset folder is e.g. ``train/`` is descended into; with several (``train/`` and
+    ``validation/``) ``subdir`` picks one, ``train`` is taken when present, and otherwise it is an error.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}")
+    if path.is_file():
+        if not is_archive(path):
+            raise DataError(f"dataset {path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
+        base = extract_archive(path, Path(cache_dir) if cache_dir else None)
+    else:
+        base = path
+    if subdir:
+        sub = base / subdir
+        if not sub.is_dir():
+            have = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+            raise DataError(f"no folder {subdir!r} in {path} (it has: {', '.join(have) or 'no folders'})")
+        base = sub
+    return _descend(base, path)
+
+
+def _descend(base: Path, shown: Path) -> Path:
+    for _ in range(3):  # e.g. archive/<name>/train/<class>/<img>
+        if is_image_folder(base):
+            return base
+        children = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        folders = [d for d in children if is_image_folder(d)]
+        if len(folders) == 1:
+            base = folders[0]
+            continue
+        if len(folders) > 1:
+            names = [d.name for d in folders]
+            if "train" in names:
+                log.info("using %s/train (also found: %s; pick another with subdir)", shown, ", ".join(names))
+                return base / "train"
+            raise DataError(f"{shown} holds several datasets ({', '.join(names)}); choose one with --subdir")
+        if len(children) == 1:
+            base = children[0]
+            continue
+        break
+    if is_image_folder(base):
+        return base
+    raise DataError(f"no class folders with images found in {shown} (expected root/<class>/<image>)")
+
+
+def resolve_image_dir(path: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A folder (or archive) of images in any layout, e.g. the extra unlabeled pool: no class folders needed."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"image folder not found: {path}")
+    if path.is_file():
+        if not is_archive(path):
+            raise DataError(f"{path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
+        return extract_archive(path, Path(cache_dir) if cache_dir else None)
+    return path

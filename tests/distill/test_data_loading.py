@@ -1,0 +1,76 @@
+"""Transforms, dataset and loaders: eval tensors equal the shared preprocessing exactly; streams are seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from distill.data import (
+    ImageDataset, InfiniteSampler, Sample, create_eval_transform, create_train_transform, eval_loader, infinite_loader,
+)
+from distill.preprocess import PreprocessSpec, preprocess_image
+
+
+def test_eval_transform_equals_preprocess_image_on_real_jpegs(real_jpegs: list[Path], tmp_path: Path) -> None:
+    big = tmp_path / "big.jpg"
+    arr = np.random.default_rng(0).integers(0, 256, (75, 120, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(big, quality=90)
+    specs = [PreprocessSpec(), PreprocessSpec(size=24, resize_size=28, interpolation="bicubic", mean=(0.5, 0.5, 0.5),
+                                              std=(0.25, 0.25, 0.25))]
+    for spec in specs:
+        tf = create_eval_transform(spec)
+        for path in [*real_jpegs, big]:
+            out = tf(path)
+            assert out.dtype == torch.float32 and out.shape == (3, spec.size, spec.size)
+            assert torch.equal(out, torch.from_numpy(preprocess_image(path, spec)))
+
+
+def test_train_transform_is_random_resized_crop_flip(real_jpegs: list[Path]) -> None:
+    spec = PreprocessSpec()
+    tf = create_train_transform(spec)
+    torch.manual_seed(0)
+    a = [tf(real_jpegs[0]) for _ in range(4)]
+    torch.manual_seed(0)
+    b = [tf(real_jpegs[0]) for _ in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert any(not torch.equal(a[0], x) for x in a[1:])
+    assert a[0].shape == (3, 32, 32) and a[0].dtype == torch.float32
+    lo = (0 - np.array(spec.mean)) / np.array(spec.std)
+    assert float(a[0].min()) >= lo.min() - 1e-5
+    no_aug = create_train_transform(spec, scale=(1.0, 1.0), hflip=False)
+    assert torch.allclose(no_aug(real_jpegs[0]), create_eval_transform(spec)(real_jpegs[0]), atol=1e-6)
+
+
+def test_dataset_items_carry_their_index(real_jpegs: list[Path]) -> None:
+    samples = [Sample(p, i % 3) for i, p in enumerate(real_jpegs[:6])]
+    ds = ImageDataset(samples, create_eval_transform(PreprocessSpec()))
+    x, y, i = ds[4]
+    assert x.shape == (3, 32, 32) and y == 1 and i == 4
+    xb, yb, ib = next(iter(eval_loader(ds, 4)))
+    assert xb.shape == (4, 3, 32, 32) and ib.tolist() == [0, 1, 2, 3] and yb.tolist() == [0, 1, 2, 0]
+    assert ds.labels.tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_infinite_sampler_is_seeded_and_resumable() -> None:
+    it = iter(InfiniteSampler(5, seed=3))
+    first = [next(it) for _ in range(12)]
+    assert sorted(first[:5]) == list(range(5)) and sorted(first[5:10]) == list(range(5))
+    assert first[:5] != first[5:10] or first[:5] != list(range(5))
+    resumed = iter(InfiniteSampler(5, seed=3, start=7))
+    assert [next(resumed) for _ in range(5)] == first[7:12]
+    with pytest.raises(ValueError):
+        InfiniteSampler(0)
+
+
+def test_infinite_loader_runs_past_one_pass(real_jpegs: list[Path]) -> None:
+    ds = ImageDataset([Sample(p, -1) for p in real_jpegs[:5]], create_train_transform(PreprocessSpec()))
+    it = iter(infinite_loader(ds, 4, seed=0))
+    batches = [next(it) for _ in range(4)]  # 16 items from a 5-item dataset
+    assert all(b[0].shape == (4, 3, 32, 32) and (b[1] == -1).all() for b in batches)
+    seen = torch.cat([b[2] for b in batches]).tolist()
+    again = iter(infinite_loader(ds, 4, seed=0, start_batch=2))
+    assert next(again)[2].tolist() == seen[8:12]
