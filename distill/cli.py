@@ -27,7 +27,7 @@ def _root(
 
 def _missing_plugin(name: str, error: Exception) -> typer.Typer:
     """Stand-in group for a plugin whose optional dependencies are not installed."""
-    group = DistillTyper(help=f"(unavailable: {error})", no_args_is_help=False)
+    group = DistillTyper(help="(unavailable: optional dependencies missing)", no_args_is_help=False)
 
     @group.callback(invoke_without_command=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def _explain() -> None:

@@ -1,0 +1,135 @@
+"""Teacher export: the teacher's image tower plus its fixed head, so teacher and student can be benchmarked
+side by side through the same runtime.
+
+* open_clip: image encoder -> L2 normalise -> ``100 * z @ T`` where ``T`` (D, C) is the zero-shot text head
+  (prompt-ensemble text embeddings, built once by :func:`distill.teachers.create_teacher` and frozen as a matrix).
+* cifar_resnet / timm: the classifier as is.
+
+The graph outputs ``logits`` (the runtime softmaxes); the artifact's ``kind`` is ``teacher``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from distill import __version__
+from distill.errors import ConfigError
+from distill.io import check_writable
+
+from .errors import ExportError
+from .metadata import ArtifactMetadata
+from .onnx_export import check_opset
+from .pipeline import INPUT_KINDS, ExportResult, _as_tuple, variant_path, write_verified
+from .quantize import check_quantize
+
+DEFAULT_TEACHER_VERIFY_IMAGES = 200
+
+
+def resolve_class_names(class_names: str | Sequence[str] | None, folders: Sequence[str | Path | None],
+                        kind: str) -> list[str]:
+    """``--class-names`` (a file, one name a line, or ``a,b,c``), else an ImageFolder's sub-folders, else CIFAR-10
+    for a CIFAR ResNet teacher."""
+    if class_names is not None and not isinstance(class_names, str):
+        return [str(c) for c in class_names]
+    if class_names:
+        p = Path(class_names).expanduser()
+        if p.is_file():
+            from distill.teachers import read_class_names
+
+            return read_class_names(p)
+        names = [c.strip() for c in class_names.split(",") if c.strip()]
+        if len(names) < 2:
+            raise ConfigError(f"--class-names {class_names!r} is neither a file nor a comma-separated list of classes")
+        return names
+    for folder in folders:
+        if folder is not None and Path(folder).is_dir():
+            subs = sorted(d.name for d in Path(folder).iterdir() if d.is_dir() and not d.name.startswith("."))
+            if len(subs) >= 2:
+                return subs
+    if kind == "cifar_resnet":
+        from distill.teachers.classifiers import CIFAR10_CLASSES
+
+        return list(CIFAR10_CLASSES)
+    raise ConfigError("the teacher's classes are unknown: pass --class-names FILE|a,b,c (or an ImageFolder --calib-dir)")
+
+
+def export_teacher_onnx(
+    teacher: str,
+    output: str | Path,
+    *,
+    teacher_kind: str = "auto",
+    teacher_weights: str | None = None,
+    class_names: str | Sequence[str] | None = None,
+    templates: str = "simple",
+    opset: int | None = None,
+    input_kind: str = "float",
+    calib_dir: str | Path | None = None,
+    verify_dir: str | Path | None = None,
+    quantize: Sequence[str] | str = (),
+    slim: bool = True,
+    max_verify_images: int = DEFAULT_TEACHER_VERIFY_IMAGES,
+    verbose: bool = True,
+) -> ExportResult:
+    """Export a teacher (open_clip zero-shot, CIFAR ResNet or timm classifier) to a verified ONNX artifact."""
+    from distill.cli_base import console
+
+    say = console.print if verbose else (lambda *a, **k: None)
+    output = Path(output)
+    opset = check_opset(opset)
+    precisions = check_quantize(_as_tuple(quantize), opset)
+    if input_kind not in INPUT_KINDS:
+        raise ExportError(f"unknown --input {input_kind!r}; choose float or uint8")
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"output {output} should end in .onnx")
+    paths = {"fp32": output, **{q: variant_path(output, q) for q in precisions}}
+    for p in paths.values():
+        check_writable(p)
+
+    import torch
+
+    from distill.teachers import TeacherConfig, create_teacher, resolve_kind
+
+    from .fold import with_input_kind
+    from .onnx_export import example_input, to_onnx
+    from .verify import load_images, select_images
+
+    try:
+        cfg = TeacherConfig(kind=teacher_kind, name=teacher, weights=teacher_weights, templates=templates)  # type: ignore[arg-type]
+    except Exception as e:  # noqa: BLE001 - pydantic ValidationError
+        raise ConfigError(f"invalid teacher options: {str(e).splitlines()[-1].strip()}") from None
+    kind = resolve_kind(cfg)
+    names = resolve_class_names(class_names, [verify_dir, calib_dir], kind)
+    files, labels, source = select_images(None, names, folder=verify_dir, fallback=calib_dir)
+    say(f"building {kind} teacher {teacher} for {len(names)} classes ...")
+    model = create_teacher(cfg, names)
+    spec = model.preprocess
+    data = load_images(files, labels, spec, source, max_verify_images)
+
+    class TeacherLogits(torch.nn.Module):
+        def __init__(self, t: Any) -> None:
+            super().__init__()
+            self.t = t
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.t.logits(x)
+
+    module = with_input_kind(TeacherLogits(model).eval(), input_kind, spec)
+    proto = to_onnx(module, example_input(input_kind, spec.size), ["logits"], opset=opset, slim=slim)
+    describe = {k: v for k, v in model.describe().items() if k != "preprocess"}
+    meta = ArtifactMetadata(
+        kind="teacher", model_name=teacher, class_names=list(model.class_names), preprocess=spec,
+        input_kind=input_kind, output_kind="logits", output_names=["logits"], precision="fp32", opset=opset,  # type: ignore[arg-type]
+        teacher={k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in describe.items()},
+        tool_version=__version__,
+    )
+    calib = None
+    if "int8" in precisions:
+        calib = data.inputs(input_kind, spec)
+    # CLIP logits are 100 * cosine (|logit| up to 100): parity is judged relative to the logit scale.
+    report = write_verified(proto, meta, paths, module, data, calib=calib, say=say, verbose=verbose,
+                            extra={"teacher": describe}, scale_tolerance=True)
+    for name, p in paths.items():
+        say(f"wrote {name} teacher artifact: {p}")
+    return ExportResult(output=output, paths=paths, metadata=meta.model_copy(update={"verification": report}),
+                        report=report)

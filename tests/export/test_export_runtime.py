@@ -1,0 +1,111 @@
+"""Runtime: torch-free loading, providers, classify on real JPEGs, golden preprocessing, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from distill.preprocess import PreprocessSpec
+from export.errors import ArtifactError, InputError
+from export.runtime import Prediction, choose_providers, load_artifact
+
+
+def test_runtime_imports_without_torch():
+    code = ("import sys, export, export.runtime, export.metadata, export.cli, export.tensorrt; "
+            "bad = [m for m in ('torch', 'torchvision', 'timm') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_classify_real_jpegs(tiny_artifact: Path, real_jpegs):
+    art = load_artifact(tiny_artifact, intra_op_threads=1)
+    assert art.backend == "onnxruntime" and art.providers == ["CPUExecutionProvider"]
+    probs = art.classify(real_jpegs)
+    assert probs.shape == (len(real_jpegs), 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    top = art.top_k(probs, 3)
+    assert len(top) == len(real_jpegs) and all(len(t) == 3 for t in top)
+    first = top[0][0]
+    assert isinstance(first, Prediction) and first.label == art.class_names[first.index]
+    assert first.score == pytest.approx(float(probs[0].max()))
+    assert [p.score for p in top[0]] == sorted((p.score for p in top[0]), reverse=True)
+    # bytes work as well as paths
+    np.testing.assert_allclose(art.classify([real_jpegs[0].read_bytes()]), probs[:1], atol=1e-6)
+
+
+def test_golden_preprocessing_matches_training_eval(tiny_artifact: Path, real_jpegs):
+    """The training-time eval transform and the runtime's prepare() give the same tensor on real JPEGs."""
+    art = load_artifact(tiny_artifact)
+    spec = art.meta.preprocess
+    batch = art.prepare(real_jpegs)
+    try:
+        from distill.data.transforms import create_eval_transform
+    except ImportError:  # pragma: no cover - distill.data not there yet
+        from distill.preprocess import preprocess_image
+
+        train_side = np.stack([preprocess_image(p, spec) for p in real_jpegs])
+    else:
+        tf = create_eval_transform(spec)
+        train_side = np.stack([np.asarray(tf(p)) for p in real_jpegs])
+    assert batch.shape == train_side.shape == (len(real_jpegs), 3, 32, 32)
+    np.testing.assert_array_equal(batch, train_side)
+
+
+def test_golden_preprocessing_real_photos_with_resize(clothing_small_dir: Path):
+    """Larger real photos: resize + center crop through the same single implementation (bilinear, 224/256)."""
+    from distill.preprocess import preprocess_images
+
+    photos = sorted(clothing_small_dir.rglob("*.jpg"))[:4]
+    spec = PreprocessSpec.for_size(64, crop_pct=0.875)
+    try:
+        from distill.data.transforms import create_eval_transform
+    except ImportError:  # pragma: no cover
+        pytest.skip("distill.data.transforms not available")
+    tf = create_eval_transform(spec)
+    np.testing.assert_array_equal(preprocess_images(photos, spec), np.stack([np.asarray(tf(p)) for p in photos]))
+
+
+def test_run_rejects_wrong_shapes_and_dtypes(tiny_artifact: Path):
+    art = load_artifact(tiny_artifact)
+    with pytest.raises(InputError, match="expects"):
+        art.run(np.zeros((2, 32, 32, 3), np.float32))
+    with pytest.raises(InputError, match="float32"):
+        art.run(np.zeros((2, 3, 32, 32), np.uint8))
+    assert art.run(np.zeros((2, 3, 32, 32), np.float64)).shape == (2, 10)
+    assert art.run(np.zeros((0, 3, 32, 32), np.float32)).shape == (0, 10)
+
+
+def test_missing_and_corrupt_artifacts(tmp_path: Path, tiny_artifact: Path):
+    with pytest.raises(ArtifactError, match="not found"):
+        load_artifact(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ArtifactError, match="not a loadable ONNX model"):
+        load_artifact(bad)
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(tiny_artifact.read_bytes()[:5000])
+    with pytest.raises(ArtifactError):
+        load_artifact(trunc)
+    with pytest.raises(ArtifactError, match="directory"):
+        load_artifact(tmp_path)
+
+
+def test_onnx_without_distill_metadata_is_refused(tmp_path: Path, tiny_artifact: Path):
+    model = onnx.load(str(tiny_artifact))
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(model, foreign)
+    with pytest.raises(ArtifactError, match="no distill metadata"):
+        load_artifact(foreign)
+
+
+def test_provider_choice():
+    assert choose_providers() [-1] == "CPUExecutionProvider"
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(ArtifactError, match="not available"):
+        choose_providers(["NoSuchExecutionProvider"])
