@@ -1,0 +1,114 @@
+"""``TrainConfig``: one run of ``distill train`` as data (YAML file < ``--set`` < explicit options).
+
+Flat named values with defaults, nanoGPT style, grouped into the ``data``, ``teacher`` and ``student`` sections.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..data.config import DataConfig
+from ..preprocess import PreprocessSpec
+from ..teachers.config import TeacherConfig
+
+Method = Literal["dho", "ce", "kd", "ce+kd"]
+
+
+class StudentConfig(BaseModel):
+    """The student network and its (eval-time) preprocessing, which is written into every checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = Field("cifar_resnet20", description="cifar_resnet{8,14,20,32,44,56,110} or any timm model name.")
+    weights: Path | None = Field(None, description="Local file to initialise the backbone (heads start fresh).")
+    size: int = Field(32, gt=0, description="Square input side.")
+    crop_pct: float = Field(1.0, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        return PreprocessSpec.for_size(self.size, self.crop_pct, interpolation=self.interpolation,
+                                       mean=self.mean, std=self.std)
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs. ``steps`` (if set) wins over ``epochs``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    method: Method = "dho"
+
+    # budget: an epoch is one pass over the unlabeled pool (the labeled set when there is none), for every method
+    epochs: int = Field(10, gt=0)
+    steps: int | None = Field(None, gt=0, description="Total optimisation steps; overrides epochs.")
+    max_steps: int = Field(0, ge=0, description="Stop (checkpointed, resumable) after this many steps; 0 = no limit.")
+    batch_labeled: int = Field(64, gt=0)
+    batch_unlabeled: int = Field(64, ge=0)
+
+    # optimisation (AdamW, linear warm-up then cosine decay, as method.md)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.03, ge=0, lt=1, description="Share of the steps spent in linear warm-up.")
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float = Field(0.0, ge=0, description="Clip the global gradient norm; 0 = off.")
+
+    # losses
+    lambda_: float = Field(0.5, alias="lambda", ge=0, le=1, description="Weight of CE; KD gets 1 - lambda.")
+    temperature: float = Field(2.0, gt=0)
+
+    # augmentation of student inputs (teacher logits are always of the un-augmented image)
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    hflip: bool = True
+
+    # teacher outputs
+    teacher_cache: bool = Field(True, description="Cache teacher logits on disk (under data.cache_dir).")
+    teacher_batch_size: int = Field(256, gt=0)
+
+    # evaluation, logging, checkpoints
+    eval_every: int = Field(0, ge=0, description="Validate every N steps; 0 = once per epoch.")
+    eval_batch_size: int = Field(256, gt=0)
+    log_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(0, ge=0, description="Write last.pt every N steps; 0 = once per epoch.")
+    grad_conflict_every: int = Field(0, ge=0, description="Log the CE/KD backbone-gradient cosine every N steps.")
+    plots: bool = True
+    progress: bool = True
+
+    # runtime
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    deterministic: bool = True
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice.")
+    seed: int = 0
+    out_dir: Path = Path("runs/dho")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        return self
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Linear warm-up, then cosine from ``lr`` to ``min_lr`` (or constant), like nanoGPT's ``get_lr``."""
+        warmup = int(self.warmup_fraction * total)
+        if step < warmup:
+            return self.lr * (step + 1) / warmup
+        if self.schedule == "constant" or total <= warmup:
+            return self.lr
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)

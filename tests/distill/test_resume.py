@@ -1,0 +1,98 @@
+"""A killed run resumed from last.pt ends with exactly the weights and metrics of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.realdata
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(args: list[str]) -> None:
+    from distill.cli import app
+
+    with pytest.raises(SystemExit) as exc:
+        app(args=args, prog_name="distill")
+    assert exc.value.code in (0, None)
+
+
+def _args(cifar_small_dir: Path, resnet56_weights: Path, cache: Path, out: Path) -> list[str]:
+    return ["train", "--data", str(cifar_small_dir), "--shots", "2", "--teacher", "cifar_resnet56",
+            "--teacher-weights", str(resnet56_weights), "--student", "cifar_resnet8", "--batch-size", "8",
+            "--cache-dir", str(cache), "--no-progress", "--steps", "6", "--eval-every", "3",
+            "--set", "checkpoint_every=2", "--set", "plots=false", "--out", str(out)]
+
+
+def _val_events(run: Path) -> list[dict]:
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [e for e in events if e["event"] == "val"]
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert sa["step"] == sb["step"]
+    for key, tensor in sa["model"].items():
+        assert torch.equal(tensor, sb["model"][key]), key
+    assert sa["blend"] == sb["blend"]
+
+
+@pytest.fixture(scope="module")
+def reference(cifar_small_dir: Path, resnet56_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    cache = tmp_path_factory.getbasetemp() / "distill_train_cache"  # shared with test_train.py
+    cache.mkdir(exist_ok=True)
+    out = tmp_path_factory.mktemp("ref") / "run"
+    _cli(_args(cifar_small_dir, resnet56_weights, cache, out))
+    return out, cache
+
+
+def test_killed_run_resumes_identically(reference: tuple[Path, Path], cifar_small_dir: Path, resnet56_weights: Path,
+                                        tmp_path: Path) -> None:
+    from distill.train.loop import KILL_ENV
+
+    ref, cache = reference
+    out = tmp_path / "killed"
+    env = {**os.environ, KILL_ENV: "5"}
+    proc = subprocess.run([sys.executable, "-m", "distill", *_args(cifar_small_dir, resnet56_weights, cache, out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILL after step 5: no clean-up ran
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
+    assert not (out / "summary.json").exists()
+
+    _cli(["train", "--resume", "--out", str(out)])
+    _same_weights(ref / "last.pt", out / "last.pt")
+    _same_weights(ref / "best.pt", out / "best.pt")
+    assert _val_events(ref) == _val_events(out)
+    assert json.loads((out / "summary.json").read_text())["completed"]
+
+
+def test_max_steps_stop_then_resume_is_identical(reference: tuple[Path, Path], cifar_small_dir: Path,
+                                                 resnet56_weights: Path, tmp_path: Path) -> None:
+    ref, cache = reference
+    out = tmp_path / "stopped"
+    _cli([*_args(cifar_small_dir, resnet56_weights, cache, out), "--max-steps", "3"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert not summary["completed"] and summary["steps"] == 3
+    _cli(["train", "--resume", "--out", str(out), "--max-steps", "0"])
+    _same_weights(ref / "last.pt", out / "last.pt")
+    assert _val_events(ref) == _val_events(out)
+
+
+def test_resume_refuses_a_different_config(reference: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    from distill.cli import app
+
+    ref, _ = reference
+    with pytest.raises(SystemExit) as exc:
+        app(args=["train", "--resume", "--out", str(ref), "--method", "kd"], prog_name="distill")
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "cannot resume" in err and "method" in err
+    with pytest.raises(SystemExit) as exc:  # an existing run is not silently overwritten
+        app(args=["train", "--config", str(ref / "config.yaml")], prog_name="distill")
+    assert exc.value.code == 2 and "--resume" in capsys.readouterr().err
