@@ -1,0 +1,160 @@
+"""Aggregate finished run directories into the results table (mean and std over seeds), torch-free.
+
+What counts as a method's accuracy: the head a deployed model would use. For DHO that is the blend whose
+alpha/beta were selected on validation (probability and logit blends both shown); for baselines the single head.
+Selection happens on ``val``; the numbers to quote are on ``test`` (never selected on).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ConfigError
+
+METHOD_ORDER = ("ce", "kd", "ce+kd", "dho")
+
+
+@dataclass
+class RunRow:
+    """One finished run, reduced to the numbers the table needs."""
+
+    path: Path
+    method: str
+    seed: int
+    labeled: int
+    steps: int
+    arch: str
+    scores: dict[str, float]  # column -> test accuracy
+    val_scores: dict[str, float]
+    teacher_val: float | None
+    teacher_test: float | None
+    grad_conflict_mean: float | None
+    s_per_step: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _scores(split: dict[str, Any], method: str) -> dict[str, float]:
+    if method == "dho":
+        return {"h_ce": split["acc_ce"], "h_kd": split["acc_kd"], "blend_prob": split["acc_blend_prob"],
+                "blend_logit": split["acc_blend_logit"], "final": split["acc_blend_prob"]}
+    # single-head baselines: one number, whatever the head is called
+    value = next(v for k, v in split.items() if k.startswith("acc") and v is not None)
+    return {"final": value}
+
+
+def load_run(run_dir: Path) -> RunRow:
+    summary_path = run_dir / "summary.json"
+    try:
+        s = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} has no summary.json (unfinished run?)") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{summary_path} is not valid JSON: {e}") from None
+    cfg_seed = _read_seed(run_dir)
+    teacher = s.get("teacher") or {}
+    return RunRow(
+        path=run_dir, method=s["method"], seed=cfg_seed, labeled=s["data"]["labeled"], steps=s["steps"],
+        arch=s["student"]["arch"], scores=_scores(s["test"], s["method"]), val_scores=_scores(s["val"], s["method"]),
+        teacher_val=teacher.get("val_acc"), teacher_test=teacher.get("test_acc"),
+        grad_conflict_mean=s.get("grad_conflict_mean"), s_per_step=s.get("s_per_step"),
+        extra={"completed": s.get("completed", True), "blend": s.get("blend")},
+    )
+
+
+def _read_seed(run_dir: Path) -> int:
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    return int(cfg.get("seed", 0))
+
+
+def find_runs(paths: Iterable[Path]) -> list[RunRow]:
+    rows = []
+    for p in paths:
+        candidates = [p] if (p / "summary.json").exists() else sorted(d for d in p.iterdir() if (d / "summary.json").exists()) if p.is_dir() else []
+        rows += [load_run(d) for d in candidates]
+    if not rows:
+        raise ConfigError("no finished run directories (with summary.json) found")
+    return rows
+
+
+def _fmt(values: list[float]) -> str:
+    pct = [100 * v for v in values]
+    if len(pct) == 1:
+        return f"{pct[0]:.2f}"
+    return f"{statistics.mean(pct):.2f} ± {statistics.stdev(pct):.2f}"
+
+
+def markdown_table(rows: list[RunRow]) -> str:
+    """Test accuracy per (labels, method), mean ± std over seeds, with per-seed values and the teacher row."""
+    lines = ["| labeled | method | seeds | test top-1 (%) | per seed | DHO heads h_ce / h_kd / logit blend (%) | grad cos (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, int, int, str], list[RunRow]] = {}
+    for r in rows:  # only runs with the same student, budget and labels are averaged together
+        groups.setdefault((r.arch, r.steps, r.labeled, r.method), []).append(r)
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for (_, _, labeled, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], 99))):
+        rs.sort(key=lambda r: r.seed)
+        finals = [r.scores["final"] for r in rs]
+        heads = ""
+        if method == "dho":
+            heads = " / ".join(_fmt([r.scores[k] for r in rs]) for k in ("h_ce", "h_kd", "blend_logit"))
+        gc = [r.grad_conflict_mean for r in rs if r.grad_conflict_mean is not None]
+        lines.append(f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+                     f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | {statistics.mean(gc):.3f} |"
+                     if gc else
+                     f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+                     f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | |")
+    teachers = {(r.teacher_val, r.teacher_test) for r in rows if r.teacher_test is not None}
+    for tv, tt in sorted(teachers):
+        lines.append(f"| - | teacher | - | {100 * tt:.2f} | (val {100 * tv:.2f}) | | |")
+    return "\n".join(lines)
+
+
+def grad_conflict_series(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, cosine) pairs from a run's metrics.jsonl."""
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("event") == "grad_conflict":
+            out.append((int(rec["step"]), float(rec["cosine"])))
+    return out
+
+
+def plot_grad_conflict(rows: list[RunRow], out_png: Path, smooth: int = 5) -> Path:
+    """Overlay the CE/KD backbone-gradient cosine of every run that logged it (one colour per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    colours = {"dho": "tab:blue", "ce+kd": "tab:red"}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        series = grad_conflict_series(r.path)
+        if not series:
+            continue
+        steps, cos = zip(*series)
+        k = max(1, min(smooth, len(cos)))
+        smoothed = [sum(cos[max(0, i - k + 1): i + 1]) / len(cos[max(0, i - k + 1): i + 1]) for i in range(len(cos))]
+        ax.plot(steps, smoothed, color=colours.get(r.method, "tab:gray"), alpha=0.8,
+                label=f"{r.method} ({r.labeled} labels, seed {r.seed})")
+    if not ax.lines:
+        ax.text(0.5, 0.5, "no run logged the gradient-conflict diagnostic", ha="center", transform=ax.transAxes)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"cos(grad CE, grad KD) on backbone (moving avg {smooth})")
+    ax.set_title("Gradient conflict: DHO (separate heads) vs single-head CE+KD")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return out_png
