@@ -1,0 +1,92 @@
+"""Accuracy on a labeled directory (``DIR/<class name>/<image>``): top-1 and mean per-class accuracy.
+
+Folder names are matched to the model's class names, so a directory with a subset of the classes works and a
+directory of another dataset is reported as skipped (with the reason) instead of producing a wrong number.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from distill.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``directory`` (recursive, sorted); a missing or image-less directory is an error."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"image directory not found: {d}")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {d}")
+    return files[:limit] if limit else files
+
+
+def labeled_images(directory: str | Path, limit_per_class: int | None = None) -> list[tuple[Path, str]]:
+    """``(path, class folder name)`` for every image one level below a class folder."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"labeled data directory not found: {d}")
+    out: list[tuple[Path, str]] = []
+    for cls_dir in sorted(p for p in d.iterdir() if p.is_dir()):
+        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        out.extend((p, cls_dir.name) for p in files[:limit_per_class])
+    if not out:
+        raise DataError(f"no labeled images found in {d} (expected {d}/<class name>/<image>)")
+    return out
+
+
+def checkpoint_split(spec: str) -> list[tuple[Path, str]]:
+    """``CKPT[:val|:test]``: the labeled split recorded in a training checkpoint (``data.root`` + relative paths)."""
+    from distill.checkpoint import load_checkpoint
+
+    path, _, which = spec.rpartition(":") if spec.rsplit(":", 1)[-1] in ("val", "test") else (spec, "", "")
+    which = which or "val"
+    ckpt = load_checkpoint(path)
+    data = ckpt.get("data") or {}
+    items = data.get(which) or []
+    if not items:
+        raise DataError(f"checkpoint {path} records no {which!r} split")
+    root = Path(data.get("root") or ".")
+    names = ckpt["class_names"]
+    out = [(root / rel, names[int(label)]) for rel, label in items]
+    missing = [p for p, _ in out if not p.is_file()]
+    if missing:
+        raise DataError(f"{len(missing)} of {len(out)} {which} images of {path} are missing under {root} "
+                        f"(e.g. {missing[0]}); extract the data there or pass --data DIR")
+    return out
+
+
+def class_mismatch(samples: Sequence[tuple[Path, str]], class_names: Sequence[str]) -> str | None:
+    """Why this labeled set cannot score this model, or None."""
+    known = set(class_names)
+    unknown = sorted({c for _, c in samples if c not in known})
+    if unknown:
+        more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
+        return f"class folders {', '.join(unknown[:3])}{more} are not among the model's {len(class_names)} classes"
+    return None
+
+
+def evaluate(predict: Any, samples: Sequence[tuple[Path, str]], class_names: Sequence[str],
+             batch_size: int = 64) -> dict[str, Any]:
+    """``predict(paths) -> probs (N, C)``; returns top1, mean per-class accuracy, counts and the class count."""
+    index = {c: i for i, c in enumerate(class_names)}
+    y_true = np.array([index[c] for _, c in samples])
+    preds: list[np.ndarray] = []
+    for i in range(0, len(samples), batch_size):
+        probs = np.asarray(predict([p for p, _ in samples[i:i + batch_size]]))
+        preds.append(probs.argmax(axis=1))
+    y_pred = np.concatenate(preds)
+    correct = y_pred == y_true
+    per_class = {class_names[c]: float(correct[y_true == c].mean()) for c in np.unique(y_true)}
+    return {
+        "top1": float(correct.mean()),
+        "mean_class_acc": float(np.mean(list(per_class.values()))),
+        "n": int(len(samples)),
+        "classes": len(per_class),
+    }

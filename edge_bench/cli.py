@@ -1,0 +1,364 @@
+"""``distill bench`` (also ``python -m edge_bench``): latency, throughput and accuracy of models on this device.
+
+Commands
+--------
+``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``; ``LABEL=PATH`` names a row) and
+              ``--checkpoint`` training checkpoints (PyTorch eager and ``torch.compile``, best DHO blend applied),
+              on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt; default all,
+              unavailable ones are listed as skipped with the reason) and ``--scenarios`` (single-stream, offline,
+              server). ``--data DIR`` (``DIR/<class>/<image>``) or ``--split CKPT[:val|:test]`` (the split a
+              checkpoint records) adds top-1 and mean per-class accuracy; ``--images DIR`` gives the real images
+              used as inputs. Warm-up (``--warmup``), ``--count`` or ``--duration`` per scenario, and a hard
+              ``--max-seconds`` for the whole run (what does not fit is reported as skipped). ``--emulate rpi5|orin-nano`` limits
+              threads and pins cores (labelled as emulation everywhere). Writes ``results.{json,csv,md,png}``
+              to ``--out`` and prints a table.
+``http``      end-to-end latency of a running server: multipart POSTs of real images to ``--url`` (``/classify``).
+``compare``   ``compare A.json B.json``: per model/backend/scenario deltas and whether each is outside the spread.
+``merge``     ``merge A.json B.json --out DIR``: one report (table, CSV, markdown, plot) from several runs.
+``overhead``  the harness's overhead against a bare timing loop (target < 2%) and repeat-run agreement.
+``backends``  which backends can run here, and why not.
+``teacher-onnx``  export a teacher for latency tables (open_clip tower with random weights, or a CIFAR ResNet
+              with the shared weights) when ``distill export onnx --teacher`` is not available.
+``env``       the environment record stored with every result (JSON on stdout).
+
+Examples::
+
+    distill bench run -m student=student.onnx -m int8=student.int8.onnx -c best.pt \\
+        --data val/ --scenarios single-stream,offline --max-seconds 300 --out runs/bench
+    distill bench run -m student.onnx --emulate rpi5 --images photos/ --duration 3
+    distill bench http --url http://127.0.0.1:8000 --images photos/ --concurrency 8 --duration 20
+    distill bench compare runs/a/results.json runs/b/results.json
+    distill bench overhead --model student.onnx
+    distill bench run -c best.pt --split best.pt:val --backends torch-cpu --torch-modes eager,compile
+
+Exit status: 0, 1 when a (model, backend) combination failed at run time (its row says why), 2 for bad input
+(one ``error:`` line). Latency spreads: see :mod:`edge_bench.stats`; scenarios: :mod:`edge_bench.scenarios`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from distill.cli_base import DistillTyper, console
+from distill.errors import ConfigError, DistillError
+
+app = DistillTyper(help="Benchmark models on this device: latency, throughput, accuracy, memory (MLPerf scenarios).")
+
+
+def _model_arg(item: str, *, kind: str) -> tuple[str, Path]:
+    label, sep, path = item.partition("=")
+    if not sep:
+        label, path = "", item
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{kind} not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"{kind} path {p} is a directory (pass the file)")
+    return (label or p.stem), p
+
+
+def _ints(value: str, what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(s) for s in value.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got {value!r}") from None
+    if not out or any(v <= 0 for v in out):
+        raise ConfigError(f"{what} must be positive integers, got {value!r}")
+    return out
+
+
+def _scenarios(value: str) -> list[str]:
+    from .backends import parse_list
+    from .scenarios import SCENARIOS
+
+    aliases = {"singlestream": "single-stream", "single_stream": "single-stream", "offline": "offline",
+               "server": "server"}
+    norm = ",".join(aliases.get(s.strip().lower(), s.strip()) for s in value.split(","))
+    return parse_list(norm, SCENARIOS, "scenario")
+
+
+def _positive(value: float | int | None, name: str) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+@app.command("run")
+def run_cmd(
+    model: List[str] = typer.Option([], "--model", "-m", help="Artifact (.onnx/.engine), optionally LABEL=PATH. Repeatable."),
+    checkpoint: List[str] = typer.Option([], "--checkpoint", "-c", help="Training checkpoint (PyTorch), optionally LABEL=PATH. Repeatable."),
+    backends: str = typer.Option("all", help="Comma-separated: torch-cpu,torch-cuda,ort-cpu,ort-cuda,ort-tensorrt,tensorrt or 'all'."),
+    scenarios: str = typer.Option("single-stream,offline", help="Comma-separated: single-stream, offline, server."),
+    torch_modes: str = typer.Option("eager,compile", help="For checkpoints: eager, compile."),
+    torch_dtypes: str = typer.Option("fp32", help="For checkpoints: fp32, bf16, fp16."),
+    data: Optional[Path] = typer.Option(None, help="Labeled directory DIR/<class>/<image> for accuracy."),
+    split: Optional[str] = typer.Option(None, help="Accuracy on a checkpoint's recorded split instead of --data: CKPT[:val|:test]."),
+    images: Optional[Path] = typer.Option(None, help="Real images used as inputs (default: a sample of --data, else synthetic)."),
+    max_images: int = typer.Option(64, help="Input images kept in memory and cycled."),
+    accuracy_limit: Optional[int] = typer.Option(None, help="At most this many labeled images (same number per class)."),
+    emulate: Optional[str] = typer.Option(None, help="Edge-CPU emulation: rpi5 (4 cores) or orin-nano (6 cores)."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads (torch and onnxruntime); default: library default."),
+    warmup: int = typer.Option(10, help="Warm-up queries before each scenario."),
+    count: Optional[int] = typer.Option(None, help="Queries per scenario (per batch size for offline) instead of --duration."),
+    duration: float = typer.Option(5.0, help="Seconds per scenario (offline: shared by the batch sizes)."),
+    max_seconds: float = typer.Option(600.0, help="Hard bound on the whole run; what does not fit is reported as skipped."),
+    batch_sizes: str = typer.Option("1,8,32,128", help="Offline batch sweep."),
+    server_qps: Optional[float] = typer.Option(None, help="Server target QPS (default: 50% load, 0.5/SingleStream mean)."),
+    server_bound_ms: Optional[float] = typer.Option(None, help="Server p99 latency bound (default: 10x SingleStream p50)."),
+    server_max_batch: int = typer.Option(1, help="Server: the worker batches up to this many waiting queries."),
+    seed: int = typer.Option(0, help="Seed of the Poisson arrivals."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output directory for results.{json,csv,md,png}."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+) -> None:
+    """Benchmark artifacts and checkpoints (SingleStream, Offline, Server) with accuracy and memory."""
+    from distill.io import check_writable
+
+    from .accuracy import list_images
+    from .backends import BACKENDS, TORCH_DTYPES, TORCH_MODES, parse_list
+    from .emulate import resolve_emulation
+    from .runner import BenchConfig, run_benchmark
+
+    models = [_model_arg(m, kind="model") for m in model] + [_model_arg(c, kind="checkpoint") for c in checkpoint]
+    if not models:
+        raise ConfigError("nothing to benchmark: pass --model PATH and/or --checkpoint PATH")
+    labels = [lbl for lbl, _ in models]
+    dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
+    if dup:
+        raise ConfigError(f"duplicate model label(s) {', '.join(dup)}: name them with LABEL=PATH")
+    for v, name in ((duration, "--duration"), (max_seconds, "--max-seconds"), (count, "--count"),
+                    (max_images, "--max-images"), (server_qps, "--server-qps"), (server_bound_ms, "--server-bound-ms"),
+                    (server_max_batch, "--server-max-batch"), (threads, "--threads"), (accuracy_limit, "--accuracy-limit")):
+        _positive(v, name)
+    if warmup < 0:
+        raise ConfigError("--warmup must be >= 0")
+    cfg = BenchConfig(
+        models=models,
+        backends=parse_list(backends, BACKENDS, "backend"),
+        scenarios=_scenarios(scenarios),
+        torch_modes=parse_list(torch_modes, TORCH_MODES, "torch mode"),
+        torch_dtypes=parse_list(torch_dtypes, TORCH_DTYPES, "torch dtype"),
+        data_dir=data, data_split=split, images_dir=images, max_images=max_images, accuracy_limit=accuracy_limit,
+        emulation=resolve_emulation(emulate), threads=threads, warmup=warmup, count=count, duration=duration,
+        max_seconds=max_seconds, batch_sizes=_ints(batch_sizes, "--batch-sizes"), server_qps=server_qps,
+        server_bound_ms=server_bound_ms, server_max_batch=server_max_batch, seed=seed,
+    )
+    if data:
+        from .accuracy import labeled_images
+
+        labeled_images(data)
+    if data and split:
+        raise ConfigError("pass either --data DIR or --split CKPT[:val|:test], not both")
+    if images:
+        list_images(images, 1)  # fail now, not after loading models
+    check_writable(out / "results.json")
+    report = run_benchmark(cfg, log=(lambda s: None) if quiet else (lambda s: console.print(s, highlight=False)))
+    _finish(report, out)
+
+
+def _finish(report: dict[str, Any], out: Path) -> None:
+    from .report import print_table, write_reports
+
+    paths = write_reports(report, out)
+    print_table(report, console)
+    if "png" not in paths:
+        console.print("[dim]no plot: it needs accuracy (--data DIR) and a batch-1 latency (single-stream)[/]")
+    for p in paths.values():
+        typer.echo(str(p))
+    if any(r.get("status") == "error" for r in report["results"]):
+        raise typer.Exit(1)
+
+
+@app.command("http")
+def http_cmd(
+    url: str = typer.Option(..., help="Server base URL (http://host:port) or the full /classify URL."),
+    images: Path = typer.Option(..., help="Directory of real images to upload."),
+    concurrency: int = typer.Option(4, help="Client threads sending requests."),
+    images_per_request: int = typer.Option(1, help="Images per request (>1 uses the 'files' field)."),
+    warmup: int = typer.Option(5, help="Warm-up requests (not measured)."),
+    count: Optional[int] = typer.Option(None, help="Requests to send instead of --duration."),
+    duration: float = typer.Option(10.0, help="Seconds of load."),
+    max_seconds: float = typer.Option(120.0, help="Hard bound on the whole command."),
+    max_images: int = typer.Option(64, help="Images read into memory and cycled."),
+    endpoint: str = typer.Option("/classify", help="Path appended to a base URL."),
+    out: Path = typer.Option(Path("runs/bench-http"), help="Output directory for results.{json,csv,md}."),
+) -> None:
+    """End-to-end latency and throughput of a running server (multipart POST of real images)."""
+    from distill.io import check_writable
+
+    from ._version import SCHEMA_VERSION, __version__
+    from .accuracy import list_images
+    from .env import capture_environment, load_average
+    from .httpbench import classify_url, run_http
+
+    target = classify_url(url, endpoint)
+    for v, name in ((concurrency, "--concurrency"), (images_per_request, "--images-per-request"),
+                    (count, "--count"), (duration, "--duration"), (max_seconds, "--max-seconds")):
+        _positive(v, name)
+    files = list_images(images, max_images)
+    check_writable(out / "results.json")
+    env = capture_environment()
+    r = run_http(target, files, concurrency=concurrency, images_per_request=images_per_request, warmup=warmup,
+                 count=count, duration=duration, max_seconds=max_seconds, endpoint=endpoint)
+    env["load_average_end"] = load_average()
+    row = {"model": target, "path": target, "format": "http", "backend": "http", "variant": f"c{concurrency}",
+           "scenario": "HTTP", "status": "ok" if r["ok"] else "error",
+           "reason": None if r["ok"] else f"no successful request (codes {r['status_codes']}, errors {r['errors']})",
+           "emulation": None, **r}
+    report = {"schema_version": SCHEMA_VERSION, "tool": "edge_bench", "tool_version": __version__,
+              "command": "distill bench http", "created": env["timestamp"], "inputs": f"{len(files)} real images",
+              "emulation": None, "environment": env, "config": {"url": target, "concurrency": concurrency},
+              "models": [], "results": [row]}
+    _finish(report, out)
+    console.print(f"HTTP: {r['ok']}/{r['requests']} ok, {r.get('requests_per_s') or 0:.1f} req/s, codes "
+                  f"{r['status_codes']}, errors {r['errors'] or 'none'}", highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Path = typer.Argument(..., help="Baseline results.json."),
+    b: Path = typer.Argument(..., help="New results.json."),
+    out: Optional[Path] = typer.Option(None, help="Also write the comparison as markdown (and .json beside it)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
+    fail_on_slower: Optional[float] = typer.Option(None, help="Exit 1 if any p50 is slower by more than this %% and outside the spread."),
+) -> None:
+    """What changed between two runs (per model/backend/scenario), and whether it is outside the spread."""
+    from distill.io import atomic_write_json, atomic_write_text
+
+    from .compare import compare_reports, print_comparison, to_markdown
+    from .report import load_report
+
+    cmp = compare_reports(load_report(a), load_report(b))
+    print_comparison(cmp, console)
+    if out:
+        atomic_write_text(out, to_markdown(cmp))
+        atomic_write_json(out.with_suffix(".json"), cmp)
+    if json_out:
+        typer.echo(json.dumps(cmp, indent=2, default=str))
+    if fail_on_slower is not None and any(
+        r.get("outside_spread") and (r.get("p50_change_pct") or 0) > fail_on_slower for r in cmp["rows"]
+    ):
+        raise typer.Exit(1)
+
+
+@app.command("merge")
+def merge_cmd(
+    reports: List[Path] = typer.Argument(..., help="results.json files to combine (the first one's environment is kept)."),
+    out: Path = typer.Option(..., help="Output directory for the merged results.{json,csv,md,png}."),
+) -> None:
+    """Combine several runs into one report (e.g. a latency-only teacher run and the student run)."""
+    from .report import load_report
+
+    reps = [load_report(p) for p in reports]
+    merged = dict(reps[0])
+    merged["results"] = [r for rep in reps for r in rep["results"]]
+    merged["models"] = [m for rep in reps for m in rep.get("models", [])]
+    merged["merged_from"] = [{"path": str(p), "created": rep.get("created"), "command": rep.get("command"),
+                              "load_average": rep["environment"].get("load_average")} for p, rep in zip(reports, reps)]
+    cpus = {rep["environment"].get("cpu") for rep in reps}
+    if len(cpus) > 1:
+        console.print(f"[yellow]warning:[/] merging runs from different CPUs: {', '.join(map(str, cpus))}")
+    _finish(merged, out)
+
+
+@app.command("overhead")
+def overhead_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Artifact (.onnx) or checkpoint (.pt) to time."),
+    backend: Optional[str] = typer.Option(None, help="Backend (default: ort-cpu for artifacts, torch-cpu for checkpoints)."),
+    images: Optional[Path] = typer.Option(None, help="Real images for inputs (default: synthetic)."),
+    iterations: int = typer.Option(1000, help="Queries per round of each loop."),
+    rounds: int = typer.Option(5, help="Alternating bare/harness rounds."),
+    repeats: int = typer.Option(3, help="Repeated SingleStream runs for the agreement check."),
+    duration: float = typer.Option(3.0, help="Seconds per repeated run."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads."),
+    max_seconds: float = typer.Option(180.0, help="Hard bound on the whole command."),
+    out: Optional[Path] = typer.Option(None, help="Write the result as JSON here."),
+) -> None:
+    """Harness overhead vs a bare timing loop (target < 2%), and whether repeated runs agree within the spread."""
+    from distill.io import atomic_write_json
+
+    from .accuracy import list_images
+    from .backends import BACKENDS, FORMAT_BACKENDS, load_artifact_backend, load_checkpoint_backend, model_format
+    from .env import capture_environment
+    from .overhead import measure_overhead, measure_repeatability
+
+    label, path = _model_arg(model, kind="model")
+    fmt = model_format(path)
+    be = backend or FORMAT_BACKENDS[fmt][0]
+    if be not in BACKENDS:
+        raise ConfigError(f"unknown backend {be!r}; choose from {', '.join(BACKENDS)}")
+    if be not in FORMAT_BACKENDS[fmt]:
+        raise ConfigError(f"backend {be} cannot run a {fmt} model (use {', '.join(FORMAT_BACKENDS[fmt])})")
+    for v, name in ((iterations, "--iterations"), (rounds, "--rounds"), (repeats, "--repeats"),
+                    (duration, "--duration"), (max_seconds, "--max-seconds")):
+        _positive(v, name)
+    deadline = time.perf_counter() + max_seconds
+    loaded = (load_checkpoint_backend(label, path, be, "eager", "fp32", threads) if fmt == "checkpoint"
+              else load_artifact_backend(label, path, be, threads))
+    pool = loaded.prepare(list_images(images, 16)) if images else loaded.synthetic(16)
+    singles = [loaded.take(pool, i, i + 1) for i in range(int(pool.shape[0]))]
+    ov = measure_overhead(loaded.run, singles[0], iterations=iterations, rounds=rounds, deadline=deadline)
+    rep = measure_repeatability(loaded.run, singles, repeats=repeats, duration=duration, deadline=deadline)
+    result = {"model": label, "path": str(path), "backend": be, "overhead": ov, "repeatability": rep,
+              "environment": capture_environment(threads=threads)}
+    if ov.get("rounds"):
+        console.print(f"bare loop {ov['bare_ms_per_query']:.4f} ms/query, harness {ov['harness_ms_per_query']:.4f} "
+                      f"ms/query: overhead {ov['overhead_pct']:+.2f}% (rounds {', '.join(f'{x:+.2f}' for x in ov['overhead_pct_rounds'])}) "
+                      f"-> {'meets' if ov['meets_target'] else 'MISSES'} the < 2% target", highlight=False)
+        console.print(f"harness bookkeeping (no-op loop): {ov['bookkeeping_ns']:.0f} ns/query = "
+                      f"{ov['bookkeeping_pct_of_bare']:.4f}% of this model's {ov['bare_ms_per_query']:.4f} ms "
+                      f"-> {'meets' if ov['bookkeeping_meets_target'] else 'MISSES'} the < 2% target", highlight=False)
+    if rep.get("repeats"):
+        for i, r in enumerate(rep["runs"], 1):
+            console.print(f"run {i}: p50 {r['p50_ms']:.4f} ms, spread {r['spread_lo_ms']:.4f}-{r['spread_hi_ms']:.4f} "
+                          f"(95% CI {r['ci_lo_ms']:.4f}-{r['ci_hi_ms']:.4f}), IQR {r['iqr_ms']:.4f} (n={r['n']})",
+                          highlight=False)
+        console.print(f"medians differ by {rep['median_spread_pct']:.2f}%; spreads share a point: {rep['agree_spread']}; "
+                      f"bootstrap CIs alone: {rep['agree_ci']}; within half an IQR: {rep['agree_iqr']}", highlight=False)
+    if out:
+        atomic_write_json(out, result)
+    typer.echo(json.dumps({"overhead_pct": ov.get("overhead_pct"), "bookkeeping_ns": ov.get("bookkeeping_ns"),
+                           "bookkeeping_pct": ov.get("bookkeeping_pct_of_bare"), "agree_spread": rep.get("agree_spread"),
+                           "agree_ci": rep.get("agree_ci"), "agree_iqr": rep.get("agree_iqr")}))
+
+
+@app.command("backends")
+def backends_cmd() -> None:
+    """Which backends can run on this machine, and why the others cannot."""
+    from .backends import BACKENDS, backend_unavailable_reason
+
+    for b in BACKENDS:
+        reason = backend_unavailable_reason(b)
+        typer.echo(f"{b:13s} {'available' if reason is None else 'skipped: ' + reason}")
+
+
+@app.command("teacher-onnx")
+def teacher_onnx_cmd(
+    name: str = typer.Option(..., "--teacher", help="open_clip model name (ViT-B-32) or cifar_resnet56."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .onnx."),
+    kind: str = typer.Option("open_clip", "--teacher-kind", help="open_clip or cifar_resnet."),
+    weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights (default: random for open_clip)."),
+) -> None:
+    """Export a teacher to an artifact export.runtime loads (edge_bench's own helper, for latency tables)."""
+    from .teachers import export_teacher_artifact
+
+    if weights and not Path(weights).exists() and kind == "cifar_resnet":
+        raise ConfigError(f"teacher weights not found: {weights}")
+    typer.echo(json.dumps(export_teacher_artifact(kind, name, output, weights=weights), indent=2))
+
+
+@app.command("env")
+def env_cmd(emulate: Optional[str] = typer.Option(None, help="Show the emulation plan too.")) -> None:
+    """Print the environment record stored with every result (JSON)."""
+    from .emulate import resolve_emulation
+    from .env import capture_environment
+    from .jetson import detect_jetson
+
+    typer.echo(json.dumps(capture_environment(emulation=resolve_emulation(emulate), jetson=detect_jetson()),
+                          indent=2, default=str))
+
+
+__all__ = ["app", "DistillError"]

@@ -1,0 +1,217 @@
+"""Report writers: JSON (the source of truth, with ``schema_version``), CSV, markdown, and a rich terminal table.
+
+Every file is written atomically (``distill.io``): a killed run never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from distill.errors import ConfigError
+from distill.io import atomic_write_json, atomic_write_text
+
+from ._version import SCHEMA_VERSION
+
+CSV_COLUMNS = [
+    "model", "backend", "variant", "precision", "scenario", "batch_size", "status", "reason",
+    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "iqr_ms", "ci_lo_ms", "ci_hi_ms", "spread_lo_ms",
+    "spread_hi_ms", "drift_lo_ms", "drift_hi_ms", "n",
+    "throughput_ips", "duration_s", "target_qps", "achieved_qps", "bound_ms", "bound_met", "unfinished",
+    "top1", "mean_class_acc", "acc_n", "size_mb", "params", "load_s", "first_inference_ms",
+    "preprocess_ms_per_image", "rss_mb", "process_peak_rss_mb", "gpu_mem_mb", "power_mean_mw",
+    "energy_per_image_mj", "threads", "emulation", "kind", "format", "path", "inputs",
+]
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"report not found: {p}")
+    try:
+        rep = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not a JSON report ({e})") from None
+    if not isinstance(rep, dict) or "schema_version" not in rep or "results" not in rep:
+        raise ConfigError(f"{p} is not an edge_bench report (no schema_version/results)")
+    if rep["schema_version"] > SCHEMA_VERSION:
+        raise ConfigError(f"{p} has schema_version {rep['schema_version']}; this tool reads up to {SCHEMA_VERSION}")
+    return rep
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or v == "":
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return ""
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
+
+
+def _params(v: Any) -> str:
+    if not v:
+        return ""
+    return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    extra = sorted({k for r in report["results"] for k in r} - set(CSV_COLUMNS) - {"batches"})
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS + extra, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in report["results"]:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _spread_text(r: dict[str, Any]) -> str:
+    """The median's reported spread (bootstrap 95% CI joined with the block-median range)."""
+    lo = r.get("spread_lo_ms", r.get("ci_lo_ms"))
+    hi = r.get("spread_hi_ms", r.get("ci_hi_ms"))
+    return f"{_fmt(lo)}-{_fmt(hi)}" if lo is not None else ""
+
+
+def table_rows(report: dict[str, Any]) -> Iterable[list[str]]:
+    """Rows shared by the markdown and terminal tables (measured rows only; skips are listed separately)."""
+    for r in report["results"]:
+        if r.get("status") != "ok":
+            continue
+        thr = r.get("throughput_ips")
+        if r["scenario"] == "Server":
+            extra = (f"{_fmt(r.get('achieved_qps'), 1)}/{_fmt(r.get('target_qps'), 1)} QPS, bound "
+                     f"{_fmt(r.get('bound_ms'), 2)} ms {'met' if r.get('bound_met') else 'missed'}")
+        else:
+            extra = ""
+        ci = _spread_text(r)
+        yield [r["model"], r["backend"], r["variant"], r["scenario"], _fmt(r.get("batch_size")),
+               _fmt(r.get("p50_ms")), _fmt(r.get("p90_ms")), _fmt(r.get("p99_ms")), ci, _fmt(thr, 1),
+               _fmt(r.get("top1") * 100 if r.get("top1") is not None else None, 2),
+               _fmt(r.get("size_mb"), 2), _params(r.get("params")), _fmt(r.get("load_s"), 2),
+               _fmt(r.get("first_inference_ms"), 1), _fmt(r.get("rss_mb"), 0), extra]
+
+
+HEADERS = ["model", "backend", "variant", "scenario", "batch", "p50 ms", "p90 ms", "p99 ms", "p50 spread ms",
+           "img/s", "top-1 %", "size MB", "params", "load s", "first ms", "RSS MB", "notes"]
+
+
+def header_lines(report: dict[str, Any]) -> list[str]:
+    env = report["environment"]
+    th = env.get("threads") or {}
+    lines = [
+        f"CPU: {env.get('cpu')} ({env.get('cpu_logical_cores')} logical cores, affinity {len(env.get('cpu_affinity') or [])})"
+        f"; GPU: {env.get('gpu') or 'none'}; torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
+        f"TensorRT {env.get('tensorrt') or 'not installed'}; intra-op threads: "
+        f"{th.get('requested_intra_op') or 'library default'} (torch {th.get('torch_intra_op')})",
+        f"Inputs: {report.get('inputs')}; load average at start {env.get('load_average')}, "
+        f"end {env.get('load_average_end')}",
+    ]
+    emu = report.get("emulation")
+    if emu:
+        lines.insert(0, f"EMULATION ({emu['profile']}: {emu['board']}): " + "; ".join(emu["notes"]))
+    if env.get("jetson"):
+        j = env["jetson"]
+        lines.append(f"Jetson: {j.get('board')}, power mode {j.get('power_mode')}")
+    return lines
+
+
+SUMMARY_HEADERS = ["model", "backend", "variant", "top-1 %", "mean/class %", "SingleStream p50 ms", "p90 ms",
+                   "p99 ms", "p50 spread ms", "Offline best img/s (batch)", "size MB", "params", "load s",
+                   "first ms", "RSS MB"]
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per (model, backend, variant): SingleStream latency, best Offline throughput, accuracy, size."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in report["results"]:
+        if r.get("status") != "ok" or r.get("scenario") not in ("SingleStream", "Offline"):
+            continue
+        g = groups.setdefault((r["model"], r["backend"], r["variant"]), {"any": r})
+        if r["scenario"] == "SingleStream":
+            g["ss"] = r
+        elif (r.get("throughput_ips") or 0) > (g.get("off", {}).get("throughput_ips") or 0):
+            g["off"] = r
+    rows = []
+    for (model, backend, variant), g in groups.items():
+        a, ss, off = g["any"], g.get("ss", {}), g.get("off")
+        pct = lambda v: _fmt(v * 100 if v is not None else None, 2)  # noqa: E731
+        rows.append([model, backend, variant, pct(a.get("top1")), pct(a.get("mean_class_acc")),
+                     _fmt(ss.get("p50_ms")), _fmt(ss.get("p90_ms")), _fmt(ss.get("p99_ms")),
+                     _spread_text(ss) if ss else "",
+                     f"{_fmt(off['throughput_ips'], 1)} ({off['batch_size']})" if off else "",
+                     _fmt(a.get("size_mb"), 2), _params(a.get("params")), _fmt(a.get("load_s"), 2),
+                     _fmt(a.get("first_inference_ms"), 1), _fmt(a.get("rss_mb"), 0)])
+    return rows
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    out = [f"<!-- edge_bench {report.get('tool_version')} schema {report['schema_version']} -->", ""]
+    out += [f"- {ln}" for ln in header_lines(report)]
+    summary = summary_rows(report)
+    if summary:
+        out += ["", "Summary (one row per model, backend and variant):", "",
+                "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in summary]
+        out += ["", "All measurements:"]
+    out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for row in table_rows(report):
+        out.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    skipped = [r for r in report["results"] if r.get("status") in ("skipped", "error")]
+    if skipped:
+        out += ["", "| model | backend | variant | scenario | status | reason |", "|---|---|---|---|---|---|"]
+        for r in skipped:
+            out.append(f"| {r['model']} | {r['backend']} | {r.get('variant') or ''} | {r.get('scenario') or 'all'} | "
+                       f"{r['status']} | {r.get('reason', '')} |")
+    return "\n".join(out) + "\n"
+
+
+TERMINAL_COLUMNS = ("model", "backend", "variant", "scenario", "batch", "p50 ms", "p90 ms", "p99 ms",
+                    "p50 spread ms", "img/s", "top-1 %", "size MB", "notes")
+
+
+def print_table(report: dict[str, Any], console: Any) -> None:
+    """The terminal table (a subset of the markdown columns), never squeezed below 160 columns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not console.is_terminal and console.width < 160:
+        console = Console(stderr=True, width=160)
+
+    title = "edge_bench" + (f"  [bold magenta]EMULATION: {report['emulation']['profile']}[/]"
+                            if report.get("emulation") else "")
+    t = Table(title=title, show_lines=False, header_style="bold")
+    keep = [i for i, h in enumerate(HEADERS) if h in TERMINAL_COLUMNS]
+    for i in keep:
+        h = HEADERS[i]
+        t.add_column(h, justify="left" if h in ("model", "backend", "variant", "scenario", "notes") else "right",
+                     overflow="fold")
+    for row in table_rows(report):
+        t.add_row(*(row[i] for i in keep))
+    console.print(t)
+    for ln in header_lines(report):
+        console.print(f"[dim]{ln}[/]", highlight=False)
+    for r in report["results"]:
+        if r.get("status") in ("skipped", "error"):
+            colour = "yellow" if r["status"] == "skipped" else "red"
+            console.print(f"[{colour}]{r['status']}[/] {r['model']} {r['backend']} {r.get('variant') or ''} "
+                          f"{r.get('scenario') or ''}: {r.get('reason')}", highlight=False)
+
+
+def write_reports(report: dict[str, Any], out_dir: str | Path, stem: str = "results") -> dict[str, Path]:
+    """results.json, results.csv, results.md and (when accuracy was measured) results.png, all atomic."""
+    out = Path(out_dir)
+    paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "md": out / f"{stem}.md"}
+    atomic_write_json(paths["json"], report)
+    atomic_write_text(paths["csv"], to_csv(report))
+    atomic_write_text(paths["md"], to_markdown(report))
+    from .plot import plot_pareto
+
+    png = plot_pareto(report, out / f"{stem}.png")
+    if png:
+        paths["png"] = png
+    return paths
