@@ -7,8 +7,11 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from . import evaluate, teacher, train
+    from . import cache_teacher, evaluate, make_shards, report, teacher, train
 
     train.register(app)
     evaluate.register(app)
     teacher.register(app)
+    cache_teacher.register(app)
+    make_shards.register(app)
+    report.register(app)

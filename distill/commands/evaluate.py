@@ -72,6 +72,10 @@ def eval_command(
     student.to(dev)
     ev = EvalSet(samples, preprocess_from_checkpoint(ckpt), batch_size)
     logits = head_logits(student, ev, dev)
+    if ckpt.get("embedding") is not None:  # vl-distill: classify through the stored class embeddings (cos / tau)
+        from ..vl.labelset import labelset_from_checkpoint
+
+        logits = {"embed": torch.from_numpy(labelset_from_checkpoint(ckpt).logits(logits["embed"].numpy()))}
     rows: list[dict[str, Any]] = [{"model": f"h_{h}", "accuracy": accuracy(v, ev.labels), "alpha": None, "beta": None}
                                   for h, v in logits.items()]
     blend = ckpt.get("blend")

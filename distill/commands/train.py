@@ -25,7 +25,8 @@ _OPTION_KEYS = {
     "student": "student.arch", "student_weights": "student.weights", "image_size": "student.size",
     "method": "method", "epochs": "epochs", "steps": "steps", "max_steps": "max_steps", "lr": "lr", "seed": "seed",
     "device": "device", "amp": "amp", "out": "out_dir", "grad_conflict_every": "grad_conflict_every",
-    "eval_every": "eval_every", "threads": "threads",
+    "eval_every": "eval_every", "threads": "threads", "unseen_classes": "vl.unseen_classes",
+    "teacher_store": "teacher_store",
 }
 
 
@@ -83,10 +84,13 @@ def train_command(
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model name (e.g. cifar_resnet56, ViT-B-32)."),
     teacher_weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights file or open_clip tag."),
     templates: Optional[str] = typer.Option(None, "--templates", help="single, simple, openai or a template file."),
+    teacher_store: Optional[Path] = typer.Option(None, "--teacher-store",
+                                                 help="Teacher logits from `distill cache-teacher` (memory-mapped)."),
     student: Optional[str] = typer.Option(None, "--student", help="Student arch: cifar_resnet20, resnet18, ..."),
     student_weights: Optional[Path] = typer.Option(None, "--student-weights", help="Backbone init weights file."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Student input size."),
-    method: Optional[str] = typer.Option(None, "--method", help="dho (default), ce, kd or ce+kd."),
+    method: Optional[str] = typer.Option(None, "--method", help="dho (default), ce, kd, ce+kd or vl-distill (open-vocabulary embedding student)."),
+    unseen_classes: Optional[str] = typer.Option(None, "--unseen-classes", help="vl-distill: classes held out of training, comma-separated (default: a seeded half, vl.unseen_fraction)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the unlabeled pool."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides --epochs)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop early after N steps (resumable)."),
@@ -113,6 +117,8 @@ def train_command(
     from ..train import train
 
     summary = train(cfg, resume=resume)
+    if summary.get("rank", 0) != 0:  # another rank of a torchrun job: rank 0 reports
+        return
     _print_summary(summary, cfg.out_dir)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
@@ -133,12 +139,12 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     table.add_column("val acc %", justify="right")
     table.add_column("test acc %", justify="right")
     table.add_column("alpha / beta", justify="right")
-    for key in summary["val"]:
+    for key in [*summary["val"], *(k for k in summary["test"] if k not in summary["val"])]:
         ab = ""
         kind = key.removeprefix("acc_blend_") if key.startswith("acc_blend_") else None
         if kind and summary.get("blend"):
             ab = f"{summary['blend'][kind]['alpha']:.2f} / {summary['blend'][kind]['beta']:.2f}"
-        table.add_row(key.removeprefix("acc_"), _pct(summary["val"][key]), _pct(summary["test"].get(key)), ab)
+        table.add_row(key.removeprefix("acc_"), _pct(summary["val"].get(key)), _pct(summary["test"].get(key)), ab)
     table.add_row("teacher", _pct(summary["teacher"]["val_acc"]), _pct(summary["teacher"]["test_acc"]), "")
     console.print(table)
     tc = summary["teacher_cache"]

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..data.config import DataConfig
 from ..preprocess import PreprocessSpec
 from ..teachers.config import TeacherConfig
+from ..vl.config import VLConfig
 
-Method = Literal["dho", "ce", "kd", "ce+kd"]
+Method = Literal["dho", "ce", "kd", "ce+kd", "vl-distill"]
 
 
 class StudentConfig(BaseModel):
@@ -45,6 +46,7 @@ class TrainConfig(BaseModel):
     teacher: TeacherConfig
     student: StudentConfig = Field(default_factory=StudentConfig)
     method: Method = "dho"
+    vl: VLConfig = Field(default_factory=VLConfig, description="Open-vocabulary distillation (--method vl-distill).")
 
     # budget: an epoch is one pass over the unlabeled pool (the labeled set when there is none), for every method
     epochs: int = Field(10, gt=0)
@@ -73,6 +75,8 @@ class TrainConfig(BaseModel):
     # teacher outputs
     teacher_cache: bool = Field(True, description="Cache teacher logits on disk (under data.cache_dir).")
     teacher_batch_size: int = Field(256, gt=0)
+    teacher_store: Path | None = Field(None, description="Store written by `distill cache-teacher` (logits): "
+                                                         "memory-mapped, the teacher is never built.")
 
     # evaluation, logging, checkpoints
     eval_every: int = Field(0, ge=0, description="Validate every N steps; 0 = once per epoch.")
@@ -91,6 +95,14 @@ class TrainConfig(BaseModel):
     seed: int = 0
     out_dir: Path = Path("runs/dho")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_from_store(cls, data: Any) -> Any:
+        """With ``teacher_store`` the store describes the teacher: no teacher section is needed."""
+        if isinstance(data, dict) and data.get("teacher_store") and data.get("teacher") is None:
+            data = {**data, "teacher": {}}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
         lo, hi = self.crop_scale
@@ -98,6 +110,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        if self.teacher_store is not None and self.method == "vl-distill":
+            raise ValueError("teacher_store holds logits for dho/kd/ce+kd; vl-distill uses the teacher's embedding cache")
         return self
 
     def total_steps(self, steps_per_epoch: int) -> int:

@@ -5,6 +5,11 @@ validation, atomic checkpoints, and at the end the alpha/beta blend search and t
 Reproducibility: every random choice of the data streams (which images, which crop, which flip) is a pure
 function of (seed, stream position), so a run resumed from ``last.pt`` at any step draws exactly the batches
 an uninterrupted run would; the global torch/numpy/python RNG states travel in ``last.pt`` too.
+
+Distributed (``torchrun --nproc-per-node=N -m distill train``): batch sizes are global; each rank takes its slice
+of every global batch of the same streams, DDP averages gradients, and rank 0 alone validates, logs and writes
+files (:mod:`distill.scale.distributed`). Checkpoints hold global state only, so a run resumes on any number of
+processes that divides the batch sizes.
 """
 
 from __future__ import annotations
@@ -24,22 +29,23 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import dump_config
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, check_writable
-from ..losses import method_loss
+from ..losses import LossTerms, method_loss
 from .config import TrainConfig
 from .evaluate import EvalSet, head_logits, head_metrics
 from .report import MetricsLog, write_plots
 from ._runtime import (forward_flops, hardware_info, peak_tflops, pick_device, pick_precision, rng_state,
                        seed_everything, set_rng_state)
+from ..scale.distributed import NullLog, RankSliceSampler, init_distributed
 
 #: Test hook: ``DISTILL_TEST_KILL_AT_STEP=k`` SIGKILLs the process right after step k (a real, unclean kill).
 KILL_ENV = "DISTILL_TEST_KILL_AT_STEP"
 
 #: Validation metric that picks ``best.pt``, per method.
-SELECT_METRIC = {"dho": "acc_blend05", "ce": "acc_ce", "kd": "acc_kd", "ce+kd": "acc_shared"}
+SELECT_METRIC = {"dho": "acc_blend05", "ce": "acc_ce", "kd": "acc_kd", "ce+kd": "acc_shared", "vl-distill": "acc_seen"}
 
 #: Config keys that may differ between a run and its resumption (everything else must match).
 _RESUME_FREE = {"max_steps", "progress", "plots", "device", "threads", "out_dir", "eval_batch_size",
-                "teacher_batch_size", "teacher_cache", "amp"}
+                "teacher_batch_size", "teacher_cache", "amp", "teacher_store"}
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -59,38 +65,65 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     check_writable(last_path)
 
     seed_everything(cfg.seed, cfg.deterministic, cfg.threads)
-    device = pick_device(cfg.device)
+    ctx = init_distributed(cfg.device)  # single process unless torchrun started several (WORLD_SIZE > 1)
+    device = ctx.device or pick_device(cfg.device)
+    ctx.check_divisible(batch_labeled=cfg.batch_labeled, batch_unlabeled=cfg.batch_unlabeled)  # global batch sizes
     precision = pick_precision(cfg.amp, device)
 
     # ---------------------------------------------------------------- data: seeded, stratified splits
     from ..data import ImageDataset, build_splits, create_eval_transform, create_train_transform
 
-    splits = build_splits(cfg.data, progress=cfg.progress)
-    dump_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "split.json", splits.manifest())
+    with ctx.rank0_first():  # rank 0 verifies the images; the others read its scan cache
+        splits = build_splits(cfg.data, progress=cfg.progress and ctx.is_main)
+    if ctx.is_main:
+        dump_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "split.json", splits.manifest())
     num_classes = splits.num_classes
-    uses_kd = cfg.method != "ce"
-    uses_unlabeled = uses_kd and len(splits.unlabeled) > 0 and cfg.batch_unlabeled > 0
+    vl = cfg.method == "vl-distill"  # open-vocabulary: distill.vl.VLTask supplies targets, loss and metrics
+    uses_kd = cfg.method not in ("ce", "vl-distill")
 
     # ---------------------------------------------------------------- teacher logits, computed or read from the cache once
     from ..teachers import create_teacher, teacher_logits_for
 
-    teacher = create_teacher(cfg.teacher, splits.class_names)
+    ctx.wait_for_main()  # the other ranks start once rank 0 has filled the teacher cache
+    if cfg.teacher_store:  # written by `distill cache-teacher`: memory-mapped, the teacher is never built
+        from ..scale.teacher_store import StoreTeacher
+
+        teacher: Any = StoreTeacher(cfg.teacher_store, splits.class_names)
+    else:
+        teacher = create_teacher(cfg.teacher, splits.class_names)
     teacher_desc = teacher.describe()
     cache_infos: list[Any] = []
 
     def teacher_logits(samples: list[Any]) -> torch.Tensor:
         if not samples:
             return torch.zeros(0, num_classes)
-        logits, info = teacher_logits_for(teacher, samples, cfg.data.cache_dir, cfg.teacher_batch_size, device,
-                                          use_cache=cfg.teacher_cache, num_workers=cfg.data.num_workers,
-                                          progress=cfg.progress)
+        if cfg.teacher_store:
+            logits, info = teacher.logits_for(samples)
+        else:
+            logits, info = teacher_logits_for(teacher, samples, cfg.data.cache_dir, cfg.teacher_batch_size, device,
+                                              use_cache=cfg.teacher_cache, num_workers=cfg.data.num_workers,
+                                              progress=cfg.progress and ctx.is_main)
         cache_infos.append(info)
         return logits.float().cpu()
 
+    task = None
+    lab_samples, unl_samples = splits.labeled, splits.unlabeled
+    if vl:  # seen classes only; teacher image embeddings of un-augmented images (cached) and class embeddings
+        from ..teachers.prompts import load_descriptions
+        from ..vl import VLTask
+
+        task = VLTask(cfg.vl, splits, teacher, load_descriptions(cfg.teacher.descriptions),
+                      cache_dir=cfg.data.cache_dir, batch_size=cfg.teacher_batch_size, device=device,
+                      use_cache=cfg.teacher_cache, num_workers=cfg.data.num_workers, progress=cfg.progress,
+                      eval_batch_size=cfg.eval_batch_size)
+        cache_infos += task.cache_infos
+        lab_samples, unl_samples = task.data.labeled, task.data.unlabeled
+    uses_unlabeled = (uses_kd or vl) and len(unl_samples) > 0 and cfg.batch_unlabeled > 0
     t_lab = teacher_logits(splits.labeled) if uses_kd else None
     t_unl = teacher_logits(splits.unlabeled) if uses_unlabeled else None
     t_val, t_test = teacher_logits(splits.val), teacher_logits(splits.test)
+    ctx.release_others()
     y_val = torch.tensor([s.label for s in splits.val])
     y_test = torch.tensor([s.label for s in splits.test])
     teacher_val_acc, teacher_test_acc = accuracy(t_val, y_val), accuracy(t_test, y_test)
@@ -103,21 +136,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     spec = cfg.student.preprocess_spec()
     torch.manual_seed(cfg.seed)  # the init must not depend on how much RNG the data/teacher setup consumed
-    student = create_student(cfg.student.arch, num_classes, cfg.method, weights=cfg.student.weights).to(device)
+    if task is not None:
+        from ..vl import create_embedding_student
+
+        student = create_embedding_student(cfg.student.arch, task.embed_dim, weights=cfg.student.weights).to(device)
+    else:
+        student = create_student(cfg.student.arch, num_classes, cfg.method, weights=cfg.student.weights).to(device)
+    model = ctx.wrap(student, device)  # DDP when distributed (forward/backward); `student` for state and eval
     optimizer = _adamw(student, cfg.lr, cfg.weight_decay, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     backbone_params = [p for p in student.backbone.parameters() if p.requires_grad]
 
     # ---------------------------------------------------------------- budget: an epoch is one pass over the unlabeled pool
-    epoch_pool = len(splits.unlabeled) if (splits.unlabeled and cfg.batch_unlabeled) else len(splits.labeled)
-    epoch_batch = cfg.batch_unlabeled if (splits.unlabeled and cfg.batch_unlabeled) else cfg.batch_labeled
+    epoch_pool = len(unl_samples) if (unl_samples and cfg.batch_unlabeled) else len(lab_samples)
+    epoch_batch = cfg.batch_unlabeled if (unl_samples and cfg.batch_unlabeled) else cfg.batch_labeled
     steps_per_epoch = max(1, math.ceil(epoch_pool / epoch_batch))
     total = cfg.total_steps(steps_per_epoch)
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or steps_per_epoch
 
-    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics = MetricsLog(out / "metrics.jsonl") if ctx.is_main else NullLog(out / f".no-metrics-rank{ctx.rank}")
     start_step, best_val, best_step, train_time, images_seen = 0, -1.0, -1, 0.0, 0
     if resume_ckpt is not None:
         student.load_state_dict(resume_ckpt["model"])
@@ -146,6 +185,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "method": cfg.method, "blend": None, "teacher": teacher_desc, "data": splits.as_checkpoint_data(),
             "config": cfg.model_dump(mode="json"), "epoch": step / steps_per_epoch, "step": step, **extra,
         }
+        if task is not None:
+            ckpt["embedding"] = task.checkpoint_entry()  # class embeddings, seen/unseen names, tau
         if resumable:
             ckpt.update(optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_state(),
                         scheduler={"kind": cfg.schedule, "step": step, "total": total, "lr": cfg.lr_at(step, total)},
@@ -157,10 +198,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     train_tf = (create_train_transform(spec, scale=cfg.crop_scale, hflip=cfg.hflip) if cfg.augment
                 else create_eval_transform(spec))
     workers = cfg.data.num_workers
-    lab_iter = _stream(ImageDataset(splits.labeled, train_tf), cfg.batch_labeled, _stream_seed(cfg.seed, 0),
-                       start_step, workers, device)
-    unl_iter = (_stream(ImageDataset(splits.unlabeled, train_tf), cfg.batch_unlabeled, _stream_seed(cfg.seed, 1),
-                        start_step, workers, device) if uses_unlabeled else None)
+    lab_iter = _stream(ImageDataset(lab_samples, train_tf), cfg.batch_labeled, _stream_seed(cfg.seed, 0),
+                       start_step, workers, device, ctx)
+    unl_iter = (_stream(ImageDataset(unl_samples, train_tf), cfg.batch_unlabeled, _stream_seed(cfg.seed, 1),
+                        start_step, workers, device, ctx) if uses_unlabeled else None)
     val_set = EvalSet(splits.val, spec, cfg.eval_batch_size, workers)
     test_set = EvalSet(splits.test, spec, cfg.eval_batch_size, workers)
     t_lab_dev = t_lab.to(device) if t_lab is not None else None
@@ -173,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     # ---------------------------------------------------------------- training
     student.train()
     window = _Window()
-    bar = _progress_bar(cfg.progress, total, start_step)
+    bar = _progress_bar(cfg.progress and ctx.is_main, total, start_step)
     done = start_step
     with bar:
         for step in range(start_step, stop_at):
@@ -191,18 +232,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             yl = yl.to(device, non_blocking=True)
 
             with precision.autocast():
-                heads = student(x)  # {head: (n_l + n_u, C)} from one backbone pass over both halves
+                heads = model(x)  # {head: (n_l + n_u, C)} from one backbone pass over both halves
             out_l = {k: v[:n_l] for k, v in heads.items()}
             out_u = {k: v[n_l:] for k, v in heads.items()} if unl_iter is not None else None
-            terms = method_loss(
-                cfg.method, out_l, yl,
-                t_lab_dev[il.to(device)] if t_lab_dev is not None else None,
-                out_u, t_unl_dev[iu.to(device)] if t_unl_dev is not None and unl_iter is not None else None,
-                lambda_=cfg.lambda_, T=cfg.temperature,
-            )
+            if task is not None:
+                s_emb = torch.nn.functional.normalize(heads["embed"].float(), dim=-1)
+                vt = task.loss(s_emb, yl, il, iu if unl_iter is not None else None)
+                terms = LossTerms(vt.total, None, None)
+            else:
+                terms = method_loss(
+                    cfg.method, out_l, yl,
+                    t_lab_dev[il.to(device)] if t_lab_dev is not None else None,
+                    out_u, t_unl_dev[iu.to(device)] if t_unl_dev is not None and unl_iter is not None else None,
+                    lambda_=cfg.lambda_, T=cfg.temperature,
+                )
 
             if cfg.grad_conflict_every and step % cfg.grad_conflict_every == 0 and terms.ce is not None \
-                    and terms.kd is not None:
+                    and terms.kd is not None and ctx.is_main:  # distributed: on rank 0's slice of the batch
                 cos, g_ce, g_kd = _grad_cosine(terms.ce, terms.kd, backbone_params)
                 metrics.write("grad_conflict", step=step, cosine=cos, grad_norm_ce=g_ce, grad_norm_kd=g_kd)
 
@@ -216,12 +262,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
             # -- bookkeeping (one host sync per step: the loss value for the bar)
             done = step + 1
+            terms = ctx.mean_terms(terms)  # distributed: averaged over ranks = the global batch's loss
             loss_value = float(terms.total.detach())
             dt = time.perf_counter() - t_step
             train_time += dt
-            images_seen += x.shape[0]
-            window.add(loss_value, terms, x.shape[0], dt)
-            bar.update(done, loss_value, x.shape[0] / max(dt, 1e-9), lr)
+            n_images = x.shape[0] * ctx.world_size
+            images_seen += n_images
+            window.add(loss_value, terms, n_images, dt)
+            bar.update(done, loss_value, n_images / max(dt, 1e-9), lr)
 
             if done % cfg.log_every == 0 or done == stop_at:
                 rec = window.flush()
@@ -230,10 +278,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                     if peak:
                         rec["mfu"] = rec["tflops"] / peak
                 metrics.write("train", step=done, epoch=done / steps_per_epoch, lr=lr, **rec)
+                if task is not None:  # this step's unweighted vl terms
+                    metrics.write("vl_loss", step=done, vlprox_kept=vt.vlprox_kept,
+                                  **{k: float(v.detach()) for k, v in vt.parts.items()})
 
-            if done % eval_every == 0 or done == stop_at:
-                logits = head_logits(student, val_set, device, precision.autocast)
-                val = head_metrics(logits, val_set.labels)
+            if (done % eval_every == 0 or done == stop_at) and ctx.is_main:
+                if task is not None:
+                    val = task.validate(student, spec, device)
+                else:
+                    val = head_metrics(head_logits(student, val_set, device, precision.autocast), val_set.labels)
                 metrics.write("val", step=done, epoch=done / steps_per_epoch, **val)
                 bar.note(val)
                 score = val[SELECT_METRIC[cfg.method]]
@@ -241,13 +294,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                     best_val, best_step = score, done
                     save_checkpoint(best_path, checkpoint(done, _cpu_state(student), False, val_metrics=val))
 
-            if done % ckpt_every == 0 or done == stop_at:
+            if (done % ckpt_every == 0 or done == stop_at) and ctx.is_main:
                 save_checkpoint(last_path, checkpoint(done, _cpu_state(student), True))
 
             if kill_at and done == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
     steps_done = done
     completed = steps_done >= total
+    if not ctx.is_main:  # rank 0 alone does the final evaluation and writes the summary
+        ctx.close()
+        return {"rank": ctx.rank, "world_size": ctx.world_size, "steps": steps_done, "completed": completed}
 
     # ---------------------------------------------------------------- final: blend search on val, report on test
     final: dict[str, Any] = {}
@@ -261,7 +317,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             final["last"] = final["best"]
         else:
             student.load_state_dict(ckpt["model"])
-            final[tag] = _final_metrics(student, val_set, test_set, device, precision, cfg.method)
+            final[tag] = (_final_metrics(student, val_set, test_set, device, precision, cfg.method) if task is None
+                          else {"val": task.validate(student, spec, device),
+                                "test": task.final_metrics(student, spec, device)})
         ckpt["blend"] = final[tag].get("blend")
         ckpt["final_metrics"] = {k: v for k, v in final[tag].items() if k != "blend"}
         save_checkpoint(best_path if tag == "best" else last_path, ckpt)
@@ -283,6 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "blend": final["best"].get("blend"),
         "last": {k: final["last"][k] for k in ("val", "test")} | {"step": last_ckpt["step"]},
         "teacher": {"val_acc": teacher_val_acc, "test_acc": teacher_test_acc, **teacher_desc},
+        "vl": None if task is None else {"teacher": task.teacher_metrics, "split": task.data.describe(),
+                                         "weights": cfg.vl.loss_weights(), "tau": cfg.vl.tau},
         "teacher_cache": {
             "enabled": cfg.teacher_cache,
             "used": any(info_used),
@@ -298,13 +358,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "train_time_s": train_time,
         "images_per_s": images_seen / train_time if train_time else None,
         "s_per_step": train_time / steps_done if steps_done else None,
-        "hardware": hardware_info(device),
+        "hardware": hardware_info(device) | {"processes": ctx.world_size},
         "grad_conflict_mean": _mean(r["cosine"] for r in records if r.get("event") == "grad_conflict"),
     }
     metrics.write("final", step=steps_done, val=summary["val"], test=summary["test"], completed=completed)
     atomic_write_json(out / "summary.json", summary)
     if cfg.plots:
         write_plots(metrics.read(), out, title=f"({cfg.method}, {cfg.student.arch})")
+    ctx.close()
     return summary
 
 
@@ -421,8 +482,12 @@ class _SeededItems(Dataset):
 
 
 def _stream(dataset: Dataset, batch_size: int, seed: int, start_batch: int, workers: int,
-            device: torch.device) -> Iterator[Any]:
-    sampler = _PositionSampler(len(dataset), seed, start_batch * batch_size)  # type: ignore[arg-type]
+            device: torch.device, ctx: Any = None) -> Iterator[Any]:
+    """Batches of ``batch_size`` (global); distributed, each rank gets its slice of every global batch."""
+    sampler: Sampler = _PositionSampler(len(dataset), seed, start_batch * batch_size)  # type: ignore[arg-type]
+    if ctx is not None and ctx.enabled:
+        sampler = RankSliceSampler(sampler, batch_size, ctx.rank, ctx.world_size)
+        batch_size //= ctx.world_size
     loader = DataLoader(_SeededItems(dataset), batch_size=batch_size, sampler=sampler, drop_last=True,
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
