@@ -1,0 +1,105 @@
+"""``distill serve --model ARTIFACT`` (and ``python -m serve``): run the HTTP server with uvicorn.
+
+Options left out fall back to ``DISTILL_SERVE_*`` environment variables, then to the defaults in
+:class:`serve.settings.ServeSettings`. The artifact is loaded before the server starts, so a missing or
+invalid model ends with one ``error:`` line and exit code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from pydantic import ValidationError
+
+from distill.cli_base import DistillTyper, fail
+
+app = DistillTyper(
+    help="Serve an exported artifact over HTTP: POST /v1/classify, /health/live, /health/ready, /v1/model, "
+    "/metrics, OpenAPI at /docs. Options default to DISTILL_SERVE_* environment variables.",
+    no_args_is_help=False,
+)
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Artifact (.onnx, or .engine with sidecar). Env: DISTILL_SERVE_MODEL."),
+    host: Optional[str] = typer.Option(None, help="Bind address [127.0.0.1; 0.0.0.0 in the container]."),
+    port: Optional[int] = typer.Option(None, help="Port [8000]."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most images per inference call; 1 disables batching [16]."),
+    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="Longest wait for a batch to fill [5]."),
+    adaptive_wait: Optional[bool] = typer.Option(None, "--adaptive-wait/--fixed-wait", help="Wait only while more requests are arriving [adaptive]."),
+    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Most queued images before 503 [256]."),
+    max_upload_bytes: Optional[int] = typer.Option(None, "--max-upload-bytes", help="Largest image file [10 MiB]."),
+    max_request_bytes: Optional[int] = typer.Option(None, "--max-request-bytes", help="Largest request body [32 MiB]."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Decoded-pixel cap per image [40,000,000]."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Most images per request [16]."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Default top_k [5]."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads [ORT default]."),
+    provider: Optional[list[str]] = typer.Option(None, "--provider", help="Execution provider (repeatable) [best available]."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls before ready [3]."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level [info]."),
+    access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request [on]."),
+) -> None:
+    """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
+    overrides: dict[str, Any] = {
+        "model": model, "host": host, "port": port, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        "adaptive_wait": adaptive_wait, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
+        "max_request_bytes": max_request_bytes, "max_pixels": max_pixels, "max_images_per_request": max_images,
+        "default_top_k": top_k, "intra_op_threads": threads, "providers": provider or None, "warmup": warmup,
+        "log_level": log_level, "access_log": access_log,
+    }
+    run_server({k: v for k, v in overrides.items() if v is not None})
+
+
+def run_server(overrides: dict[str, Any]) -> None:
+    from distill.errors import DistillError
+
+    from .settings import ServeSettings
+
+    try:
+        settings = ServeSettings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail(f"invalid setting {where}: {first['msg']} (option --{where.replace('_', '-')} or DISTILL_SERVE_{where.upper()})")
+    if settings.model is None:
+        fail("no model given: pass --model ARTIFACT or set DISTILL_SERVE_MODEL")
+
+    import uvicorn
+
+    from export.runtime import load_artifact
+
+    from .app import create_app
+
+    try:
+        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads)
+    except DistillError as e:
+        fail(f"cannot serve model: {e}")
+    except Exception as e:  # noqa: BLE001 - any loader failure is reported as one line, not a traceback
+        fail(f"cannot serve model {settings.model}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app_ = create_app(settings, artifact=art)
+    _exit_zero_on_stop_signals()
+    uvicorn.run(
+        app_, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, server_header=False,
+    )
+
+
+def _exit_zero_on_stop_signals() -> None:
+    """uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the handler it found: make that one a
+    clean exit 0, so a requested, graceful stop is not reported as death by signal (or as "interrupted")."""
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise SystemExit(0)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+
+
+def main() -> None:
+    app(prog_name="python -m serve")

@@ -1,0 +1,303 @@
+"""HTTP routes: classify, health, model metadata, metrics."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import anyio
+import numpy as np
+from PIL import Image
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from distill.preprocess import ImageDecodeError, ImageTooLargeError
+
+from .batching import BatcherClosed, QueueFull
+from .errors import ApiError
+from .metrics import CONTENT_TYPE_LATEST
+from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, ModelInfo, ModelRef,
+                      Prediction, Timing)
+from .state import ServeState, get_state
+
+router = APIRouter()
+
+FILE_FIELDS = ("file", "files")
+ACCEPTED_TYPES = "image/* (JPEG, PNG incl. 16-bit, WebP, GIF, BMP, TIFF), application/octet-stream"
+
+CLASSIFY_DESCRIPTION = f"""
+Classify one or several images sent as `multipart/form-data`, each as a file part named `file` or `files`
+(both names may be repeated and mixed; results come back in upload order).
+
+* `top_k` (query parameter, or a form field when the query has none): how many classes to return per image,
+  1..number of classes (default from the server settings, 5); out of range: **422**.
+* Each file part's content type must be `image/*` or `application/octet-stream` (or absent): otherwise **415**.
+  The body must be `multipart/form-data`: otherwise **415**.
+* A file over `max_upload_bytes` or a request body over `max_request_bytes`: **413**. More images than
+  `max_images_per_request`: **413**. No file part: **422**.
+* An image with more than `max_pixels` decoded pixels (decompression-bomb guard): **413**.
+  Bytes that do not decode as an image: **400**.
+* Grayscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and WebP images are converted to RGB and
+  EXIF orientation is applied before preprocessing, exactly as at training/export time.
+
+**Multi-image policy: all or nothing.** Every image is checked before any inference runs; if one or more
+images are bad the whole request is rejected with the status of the first bad image (in upload order) and
+`errors` lists every bad image with its `index`, `filename`, own `status` and reason; no predictions are
+returned for the good ones (resend them without the bad file).
+
+* The model not loaded/warmed up yet, shutting down, or the queue full: **503** with `Retry-After`.
+
+Concurrent requests are coalesced into shared inference calls (dynamic micro-batching); `timing` reports the
+time spent waiting for and in the shared call and `batch_size` the images in it.
+"""
+
+_MULTIPART_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary", "description": "An image."},
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                  "description": "Several images."},
+                        "top_k": {"type": "integer", "minimum": 1,
+                                  "description": "Used when the query string has no top_k."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+_BYTESIO = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+_ERR = {"model": ErrorResponse}
+_CLASSIFY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_ERR, "description": "An image (or the multipart body) could not be decoded."},
+    413: {**_ERR, "description": "File, body, image pixels or image count over the limit."},
+    415: {**_ERR, "description": "Not multipart/form-data, or a file part that is not an image type."},
+    422: {"description": "Bad top_k, or no file part."},
+    503: {**_ERR, "description": "Not ready, shutting down or queue full (see Retry-After)."},
+}
+
+
+@dataclass
+class _Upload:
+    index: int
+    filename: Optional[str]
+    content_type: str
+    data: Optional[bytes]
+
+
+def _top_k_error(value: Any, limit: int, where: str) -> RequestValidationError:
+    return RequestValidationError([{
+        "type": "int_range", "loc": (where, "top_k"), "input": value,
+        "msg": f"top_k must be an integer between 1 and {limit} (the number of classes)",
+        "ctx": {"ge": 1, "le": limit},
+    }])
+
+
+def _clean(e: Exception) -> str:
+    return _BYTESIO.sub("the upload", str(e))
+
+
+def _content_type_ok(ct: str) -> bool:
+    ct = ct.split(";", 1)[0].strip().lower()
+    return ct in ("", "application/octet-stream") or ct.startswith("image/")
+
+
+async def _read_uploads(request: Request, state: ServeState) -> tuple[list[_Upload], Optional[str]]:
+    """Parse the multipart body into uploads (bytes) and the form's top_k, enforcing the count/size limits."""
+    s = state.settings
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ApiError(415, f"expected a multipart/form-data body with image file parts, got {ctype or 'no content type'!r}")
+    try:
+        form = await request.form(max_files=s.max_images_per_request * 4 + 4, max_fields=64,
+                                  max_part_size=64 * 1024)
+    except StarletteHTTPException as e:  # starlette's MultiPartException, re-raised as 400
+        if "Too many files" in str(e.detail):
+            raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request") from None
+        raise ApiError(400, f"malformed multipart body: {e.detail}") from None
+    try:
+        uploads: list[_Upload] = []
+        top_k_field: Optional[str] = None
+        for key, value in form.multi_items():
+            if key == "top_k" and isinstance(value, str):
+                top_k_field = value
+            if key not in FILE_FIELDS:
+                continue
+            if not isinstance(value, UploadFile):
+                raise ApiError(422, f"form field {key!r} must be a file upload, got a plain value")
+            if len(uploads) >= s.max_images_per_request:
+                raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request")
+            too_big = value.size is not None and value.size > s.max_upload_bytes
+            data = None if too_big else await value.read()  # None: over max_upload_bytes, bytes not kept
+            uploads.append(_Upload(len(uploads), value.filename, value.content_type or "", data))
+        return uploads, top_k_field
+    finally:
+        await form.close()
+
+
+_INLINE_MAX_PIXELS = 1_000_000
+
+
+def _cheap_to_decode(uploads: list[_Upload], max_bytes: int) -> bool:
+    """Few bytes *and* few pixels (header peek: a small file can still claim a huge canvas)."""
+    if sum(len(u.data or b"") for u in uploads) > max_bytes:
+        return False
+    for u in uploads:
+        if not u.data:
+            continue
+        try:
+            with Image.open(io.BytesIO(u.data)) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - undecodable: _decode_all reports it, cheaply
+            continue
+        if w * h > _INLINE_MAX_PIXELS:
+            return False
+    return True
+
+
+def _decode_all(state: ServeState, uploads: list[_Upload]) -> tuple[Optional[np.ndarray], list[ImageError]]:
+    """Check and preprocess every upload (runs in a worker thread). Returns the batch or the problems."""
+    s = state.settings
+    art = state.artifact
+    assert art is not None
+    arrays: list[np.ndarray] = []
+    errors: list[ImageError] = []
+
+    def bad(u: _Upload, status: int, msg: str) -> None:
+        errors.append(ImageError(index=u.index, filename=u.filename, status=status, error=msg))
+
+    for u in uploads:
+        if not _content_type_ok(u.content_type):
+            bad(u, 415, f"unsupported content type {u.content_type!r}; send {ACCEPTED_TYPES}")
+            continue
+        if u.data is None:
+            bad(u, 413, f"file larger than {s.max_upload_bytes} bytes")
+            continue
+        if len(u.data) > s.max_upload_bytes:
+            bad(u, 413, f"file of {len(u.data)} bytes is larger than {s.max_upload_bytes} bytes")
+            continue
+        if not u.data:
+            bad(u, 400, "empty file")
+            continue
+        try:
+            arrays.append(art.prepare([u.data], max_pixels=s.max_pixels))
+        except ImageTooLargeError as e:
+            bad(u, 413, f"image too large: {e}")
+        except ImageDecodeError as e:
+            bad(u, 400, f"cannot decode image: {_clean(e)}")
+        except Exception as e:  # noqa: BLE001 - any decoder failure on untrusted bytes is the client's 400
+            bad(u, 400, f"cannot decode image: {type(e).__name__}: {_clean(e)}")
+    if errors:
+        return None, errors
+    return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), []
+
+
+async def classify(
+    request: Request,
+    top_k: Optional[int] = Query(None, ge=1, description="Classes per image (1..number of classes)."),
+    state: ServeState = Depends(get_state),
+) -> ClassifyResponse:
+    started = time.perf_counter()
+    art, batcher, info = state.require_ready()
+    with batcher.incoming() as arrival:
+        uploads, top_k_field = await _read_uploads(request, state)
+        n_classes = info.num_classes
+        if top_k is None and top_k_field is not None:
+            try:
+                top_k = int(top_k_field)
+            except ValueError:
+                raise _top_k_error(top_k_field, n_classes, "body") from None
+            if top_k < 1:
+                raise _top_k_error(top_k_field, n_classes, "body")
+        k = state.settings.default_top_k if top_k is None else top_k
+        if top_k is not None and k > n_classes:
+            raise _top_k_error(top_k, n_classes, "query")
+        k = min(k, n_classes)
+        if not uploads:
+            raise ApiError(422, "no image: send one or more file parts named 'file' or 'files'")
+        t0 = time.perf_counter()
+        if _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
+            x, errors = _decode_all(state, uploads)  # a few small images: microseconds, no thread hop
+        else:
+            x, errors = await anyio.to_thread.run_sync(_decode_all, state, uploads)
+        preprocess_ms = (time.perf_counter() - t0) * 1e3
+        if errors:
+            for e in errors:
+                state.metrics.image_errors.labels(str(e.status)).inc()
+            first = errors[0]
+            what = "image" if len(uploads) == 1 else f"{len(errors)} of {len(uploads)} images"
+            raise ApiError(first.status, f"{what} rejected; first: #{first.index} "
+                           f"({first.filename or 'unnamed'}): {first.error}", errors=errors)
+        assert x is not None
+        try:
+            res = await batcher.submit(x, arrival)
+        except QueueFull as e:
+            raise ApiError(503, f"server busy: {e}", headers={"Retry-After": str(state.settings.retry_after_s)}) from None
+        except BatcherClosed as e:
+            raise ApiError(503, str(e), headers={"Retry-After": str(state.settings.retry_after_s)}) from None
+    preds = art.top_k(res.output, k)
+    results = [
+        ImageResult(index=u.index, filename=u.filename,
+                    predictions=[Prediction(index=p.index, label=p.label, score=p.score) for p in row])
+        for u, row in zip(uploads, preds)
+    ]
+    return ClassifyResponse(
+        request_id=request.state.request_id,
+        model=ModelRef(name=info.name, version=info.version),
+        top_k=k,
+        results=results,
+        timing=Timing(preprocess_ms=round(preprocess_ms, 3), queue_ms=round(res.queue_ms, 3),
+                      inference_ms=round(res.inference_ms, 3),
+                      total_ms=round((time.perf_counter() - started) * 1e3, 3), batch_size=res.batch_size),
+    )
+
+
+for _path, _name, _summary in (("/v1/classify", "classify_v1", "Classify images"),
+                               ("/classify", "classify", "Classify images (alias of /v1/classify)")):
+    router.add_api_route(
+        _path, classify, methods=["POST"], response_model=ClassifyResponse, name=_name, operation_id=_name,
+        summary=_summary, description=CLASSIFY_DESCRIPTION, responses=_CLASSIFY_RESPONSES, tags=["inference"],
+        openapi_extra=_MULTIPART_BODY,
+    )
+
+
+@router.get("/health/live", response_model=Health, tags=["health"], summary="Liveness: the process serves HTTP")
+async def live(state: ServeState = Depends(get_state)) -> Health:
+    return Health(status=state.status, ready=state.ready, detail=state.detail)  # type: ignore[arg-type]
+
+
+@router.get("/health/ready", response_model=Health, tags=["health"],
+            summary="Readiness: model loaded and warmed up (503 until then and while draining)",
+            responses={503: {"model": Health, "description": "Not ready (loading, draining or failed)."}})
+async def ready(response: Response, state: ServeState = Depends(get_state)) -> Health:
+    if not state.ready:
+        response.status_code = 503
+        response.headers["Retry-After"] = str(state.settings.retry_after_s)
+    return Health(status=state.status, ready=state.ready, detail=state.detail)  # type: ignore[arg-type]
+
+
+@router.get("/v1/model", response_model=ModelInfo, tags=["model"],
+            summary="The served artifact: classes, input spec, precision, providers in use, fold/verification report",
+            responses={503: {"model": ErrorResponse, "description": "Model not loaded yet."}})
+async def model_info(state: ServeState = Depends(get_state)) -> ModelInfo:
+    if state.model_info is None:
+        raise ApiError(503, f"model not loaded ({state.status})",
+                       headers={"Retry-After": str(state.settings.retry_after_s)})
+    return state.model_info
+
+
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+async def metrics(state: ServeState = Depends(get_state)) -> Response:
+    state.metrics.queue.set(state.batcher.queue_depth if state.batcher else 0)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,129 @@
+"""`distill serve` / `python -m serve`: a bad model is one error line and a non-zero exit; a real server
+process serves, then drains and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from distill.cli_base import DistillTyper
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def distill_like() -> typer.Typer:
+    """A root app that mounts serve.cli.app exactly as distill.cli does (entry point group distill.commands)."""
+    from serve.cli import app as serve_app
+
+    root = DistillTyper(help="root")
+
+    @root.callback()
+    def _root() -> None:
+        pass
+
+    root.add_typer(serve_app, name="serve")
+    return root
+
+
+def _one_error_line(output: str) -> str:
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error:") and "Traceback" not in output, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("what", ["missing", "garbage", "foreign_onnx", "none"])
+def test_bad_model_is_one_line_and_exit_2(distill_like, tmp_path, monkeypatch, what):
+    monkeypatch.delenv("DISTILL_SERVE_MODEL", raising=False)
+    args = ["serve"]
+    if what == "missing":
+        args += ["--model", str(tmp_path / "nope.onnx")]
+    elif what == "garbage":
+        (tmp_path / "bad.onnx").write_bytes(b"this is not a model")
+        args += ["--model", str(tmp_path / "bad.onnx")]
+    elif what == "foreign_onnx":  # a valid ONNX graph without distill metadata
+        from onnx import TensorProto, helper, save
+
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        save(helper.make_model(g), str(tmp_path / "foreign.onnx"))
+        args += ["--model", str(tmp_path / "foreign.onnx")]
+    result = CliRunner().invoke(distill_like, args, prog_name="distill")
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result.output)
+    assert ("model" in line) and (what == "none" or "nope.onnx" in line or "bad.onnx" in line or "foreign.onnx" in line)
+
+
+def test_bad_setting_is_one_line(distill_like, tiny_artifact):
+    result = CliRunner().invoke(distill_like, ["serve", "--model", str(tiny_artifact), "--max-batch", "0"])
+    assert result.exit_code == 2
+    assert "max_batch" in _one_error_line(result.output)
+
+
+def test_help_when_mounted(distill_like):
+    result = CliRunner().invoke(distill_like, ["serve", "--help"])
+    assert result.exit_code == 0 and "--max-batch" in result.output and "--model" in result.output
+
+
+def test_python_m_serve_missing_model_exits_2_with_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "serve", "--model", str(tmp_path / "missing.onnx")],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "artifact not found" in _one_error_line(r.stderr)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jpegs):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_SERVE_MAX_WAIT_MS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", str(port),
+                             "--threads", "1", "--no-access-log", "--log-level", "warning"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                time.sleep(0.1)
+        boundary = uuid.uuid4().hex
+        data = real_jpegs[0].read_bytes()
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+                f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(base + "/classify?top_k=3", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert len(answer["results"][0]["predictions"]) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, proc.stdout.read() if proc.stdout else ""
