@@ -18,6 +18,7 @@ from ..cli_base import console
 #: explicit option -> dotted config key
 _OPTION_KEYS = {
     "data": "data.root", "subdir": "data.subdir", "unlabeled_dir": "data.unlabeled_dir", "val_dir": "data.val_dir",
+    "unlabeled_shards": "data.unlabeled_shards",
     "labeled_fraction": "data.labeled_fraction", "shots": "data.shots", "max_images": "data.max_images",
     "num_workers": "data.num_workers", "cache_dir": "data.cache_dir",
     "teacher_kind": "teacher.kind", "teacher": "teacher.name", "teacher_weights": "teacher.weights",
@@ -74,6 +75,9 @@ def train_command(
     data: Optional[Path] = typer.Option(None, "--data", help="ImageFolder directory or .tar/.tar.gz of one."),
     subdir: Optional[str] = typer.Option(None, "--subdir", help="Folder inside --data, e.g. train."),
     unlabeled_dir: Optional[Path] = typer.Option(None, "--unlabeled-dir", help="Extra unlabeled images (any layout)."),
+    unlabeled_shards: Optional[str] = typer.Option(None, "--unlabeled-shards",
+                                                   help="Unlabeled pool streamed from shards: a folder, a glob or "
+                                                        "'shard-{000000..000099}.tar' (needs --teacher-store)."),
     val_dir: Optional[Path] = typer.Option(None, "--val-dir", help="Labeled validation folder (else carved from --data)."),
     labeled_fraction: Optional[float] = typer.Option(None, "--labeled-fraction", help="Labeled share per class, e.g. 0.01."),
     shots: Optional[int] = typer.Option(None, "--shots", help="Labeled images per class (overrides the fraction)."),

@@ -22,6 +22,10 @@ class DataConfig(BaseModel):
     root: Path = Field(..., description="ImageFolder directory, or a .tar/.tar.gz/.tgz archive of one.")
     subdir: str | None = Field(None, description="Folder inside root to use, e.g. 'train'.")
     unlabeled_dir: Path | None = Field(None, description="Extra folder (or archive) of unlabeled images, any layout.")
+    unlabeled_shards: str | None = Field(None, description="The unlabeled pool as WebDataset-style shards (a folder, "
+                                         "a .tar, a glob or shard-{000000..000099}.tar), streamed; replaces the "
+                                         "root's leftover images; needs teacher_store.")
+    shuffle_buffer: int = Field(1000, ge=0, description="Shuffle buffer (images) of each unlabeled-shard reader.")
     val_dir: Path | None = Field(None, description="Labeled validation folder; otherwise carved from root.")
     val_subdir: str | None = Field(None, description="Folder inside val_dir to use, e.g. 'validation'.")
     labeled_fraction: float = Field(0.01, gt=0, le=1, description="Labeled share of each class (of all its images).")
@@ -35,6 +39,8 @@ class DataConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_fractions(self) -> "DataConfig":
+        if self.unlabeled_shards is not None and self.unlabeled_dir is not None:
+            raise ValueError("give the unlabeled pool as unlabeled_dir or as unlabeled_shards, not both")
         carved = self.test_fraction + (0.0 if self.val_dir else self.val_fraction)
         if carved >= 1.0:
             raise ValueError(

@@ -9,7 +9,8 @@ class names, the shards and their image counts.
 Streaming: :class:`ShardDataset` splits the shard list across distributed ranks and DataLoader workers (global
 worker ``rank * workers + worker`` takes every ``world_size * workers``-th shard of a per-epoch seeded shard
 order), decodes each image with a transform and yields ``(image, label, digest)``; ``digest`` is the sha256 of
-the image bytes, the key of the teacher-output store (:mod:`distill.scale.teacher_store`).
+the image bytes, the key of the teacher-output store (:mod:`distill.scale.teacher_store`). :class:`ShardStream` is
+the endless, resumable variant that ``distill train`` reads its unlabeled pool from (``data.unlabeled_shards``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -313,6 +315,82 @@ class ShardDataset(IterableDataset):
             yield x, rec.label, rec.digest
 
 
+class ShardStream(IterableDataset):
+    """The training loop's unlabeled pool: an endless, resumable stream of ``(image, digest, "shard:key")``.
+
+    Reader ``rank * num_workers + role`` reads, in its own epoch ``e``, the shards :func:`shards_for` gives it for
+    ``e`` (through a shuffle buffer seeded by seed, epoch and reader), then its epoch ``e + 1``, and so on: it never
+    ends, so no rank of a fixed-step DDP loop waits on an exhausted one. Batch ``k`` of a DataLoader over it comes
+    from worker ``k % num_workers``, so a loader started at global step ``start_step`` gives worker ``w`` the role
+    ``(w + start_step) % num_workers`` and skips the ``batch_size`` items of every batch that role served before
+    ``start_step``: whole epochs and (without a buffer) whole shards by the counts in ``shards.json``, without
+    reading them; the rest by reading, not decoding. Every image's augmentation is seeded by (seed, reader, epoch,
+    position). So a run resumed on the same number of ranks and workers continues with exactly the batches the
+    uninterrupted run would have drawn, as long as every image in the shards decodes (an undecodable one is
+    skipped with a warning and shifts its reader by one image after a resume). On another layout each reader
+    resumes where it would be had the run used that layout from the start.
+    """
+
+    def __init__(self, shards: str | Path | Sequence[str | Path], transform: Callable[[bytes], Any], *,
+                 batch_size: int, start_step: int = 0, seed: int = 0, shuffle_buffer: int = 0, num_workers: int = 0,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__()
+        self.shards = resolve_shards(shards) if isinstance(shards, (str, Path)) else [Path(s) for s in shards]
+        index = read_shard_index(self.shards) or {}
+        self.counts = {s["name"]: int(s["count"]) for s in index.get("shards", [])}
+        missing = [p.name for p in self.shards if self.counts.get(p.name, 0) <= 0]
+        if missing:
+            raise DataError(f"shard {missing[0]} has no image count in {INDEX_NAME} beside it: a streamed pool needs "
+                            "the counts (to size an epoch and to resume); write the shards with distill make-shards")
+        self.rank, self.world_size = dist_info(rank, world_size)
+        self.workers = max(1, num_workers)
+        if len(self.shards) < self.world_size * self.workers:
+            raise DataError(f"{len(self.shards)} shards cannot feed {self.world_size} ranks x {self.workers} workers: "
+                            "every reader needs a shard (write smaller shards or use fewer --num-workers)")
+        self.transform, self.batch_size, self.start_step = transform, batch_size, start_step
+        self.seed, self.shuffle_buffer = seed, shuffle_buffer
+        self.num_images = sum(self.counts[p.name] for p in self.shards)
+
+    def __iter__(self) -> Iterator[tuple[Any, str, str]]:
+        role = (_worker_id() + self.start_step) % self.workers
+        served = max(0, -(-(self.start_step - role) // self.workers))  # batches this role gave before start_step
+        skip, epoch = served * self.batch_size, 0
+        while True:
+            shards = shards_for(self.shards, self.rank, self.world_size, role, self.workers, self.seed, epoch)
+            size = sum(self.counts[p.name] for p in shards)
+            if skip < size:
+                yield from self._epoch(shards, epoch, self.rank * self.workers + role, skip)
+                skip = 0
+            else:  # an epoch this reader finished before the resume: skipped by its count, not read
+                skip -= size
+            epoch += 1
+
+    def _epoch(self, shards: list[Path], epoch: int, reader: int, skip: int) -> Iterator[tuple[Any, str, str]]:
+        import torch
+
+        from ..preprocess import ImageDecodeError, ImageTooLargeError
+
+        start = skip
+        while not self.shuffle_buffer and shards and self.counts[shards[0].name] <= skip:
+            skip -= self.counts[shards[0].name]  # a whole shard already consumed: not read
+            shards = shards[1:]
+        records: Iterator[tuple[Path, ShardRecord]] = ((p, rec) for p in shards for rec in iter_shard(p))
+        if self.shuffle_buffer:
+            records = _buffer_shuffle(records, self.shuffle_buffer, random.Random(f"{self.seed}-{epoch}-{reader}"))
+        for pos, (shard, rec) in enumerate(itertools.islice(records, skip, None), start=start):
+            state = torch.get_rng_state()
+            torch.manual_seed(int.from_bytes(hashlib.sha256(f"{self.seed}-{reader}-{epoch}-{pos}".encode()).digest()[:8],
+                                             "little"))
+            try:
+                x = self.transform(rec.data)
+            except (ImageDecodeError, ImageTooLargeError) as e:
+                log.warning("skipping unreadable image %s:%s: %s", shard.name, rec.key, e)
+                continue
+            finally:
+                torch.set_rng_state(state)
+            yield x, rec.digest, f"{shard.name}:{rec.key}"
+
+
 def _worker_id() -> int:
     from torch.utils.data import get_worker_info
 
@@ -333,5 +411,5 @@ def _buffer_shuffle(items: Iterator[Any], size: int, rng: random.Random) -> Iter
     yield from buf
 
 
-__all__ = ["INDEX_NAME", "SHARD_NAME", "ShardDataset", "ShardRecord", "dist_info", "expand_braces", "iter_shard",
+__all__ = ["INDEX_NAME", "SHARD_NAME", "ShardDataset", "ShardRecord", "ShardStream", "dist_info", "expand_braces", "iter_shard",
            "read_shard_index", "resolve_shards", "shards_for", "write_shards"]

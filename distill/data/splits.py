@@ -4,7 +4,8 @@ Per class (each class shuffled with its own generator seeded by ``seed`` and the
 does not reshuffle the others): ``round(n * test_fraction)`` test images, ``round(n * val_fraction)``
 validation images (none when ``val_dir`` is given), then ``shots`` or ``round(n * labeled_fraction)`` labeled
 images, where ``n`` is the class's full count (1% of 50,000 CIFAR images = 500 labeled). The remainder is the
-unlabeled pool, labels dropped, plus every image of ``unlabeled_dir``.
+unlabeled pool, labels dropped, plus every image of ``unlabeled_dir``. With ``unlabeled_shards`` the unlabeled list
+stays empty: training streams the pool from the shards (:class:`distill.data.shards.ShardStream`).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
         test += picked[:n_test]
         val += picked[n_test:n_test + n_val]
         labeled += picked[n_test + n_val:n_test + n_val + n_lab]
-        unlabeled += [Sample(s.path, -1, s.digest) for s in picked[n_test + n_val + n_lab:]]
+        if cfg.unlabeled_shards is None:  # with shards the pool is streamed from them instead
+            unlabeled += [Sample(s.path, -1, s.digest) for s in picked[n_test + n_val + n_lab:]]
     if cfg.val_dir is not None:
         val = val_from_dir
     if cfg.unlabeled_dir is not None:
@@ -184,6 +186,7 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
 
     key = lambda s: (s.label, str(s.path))  # noqa: E731 - stable order inside each split
     source = {"root": str(cfg.root), "subdir": cfg.subdir, "val_dir": _opt(cfg.val_dir), "unlabeled_dir": _opt(cfg.unlabeled_dir),
+              "unlabeled_shards": cfg.unlabeled_shards,
               "seed": cfg.seed, "labeled_fraction": cfg.labeled_fraction, "shots": cfg.shots,
               "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction, "max_images": cfg.max_images}
     return DataSplits(root=root, class_names=class_names, labeled=sorted(labeled, key=key),

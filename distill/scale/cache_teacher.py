@@ -139,11 +139,14 @@ def shard_image_set(spec: str | Path, *, class_names: Sequence[str] | None = Non
     index = read_shard_index(shards) or {}
     counts = {s["name"]: int(s["count"]) for s in index.get("shards", [])}
     names = list(class_names) if class_names else list(index.get("class_names") or [])
+    stems = [s.name.split(".")[0] for s in shards]
+    unique = len(set(stems)) == len(stems)  # shards of several folders (a glob): name parts after the folder too
     parts = []
-    for s in shards:
+    for s, stem in zip(shards, stems):
         st = s.stat()
-        parts.append(Part(s.name.split(".")[0], _fingerprint([f"{s.name}|{st.st_size}|{st.st_mtime_ns}"]),
-                          _shard_loader(s), counts.get(s.name, 0)))
+        parts.append(Part(stem if unique else f"{s.parent.name}-{stem}",
+                          _fingerprint([f"{s.name}|{st.st_size}|{st.st_mtime_ns}"]), _shard_loader(s),
+                          counts.get(s.name, 0)))
     return ImageSet(names, parts, {"kind": "shards", "shards": [str(s) for s in shards]})
 
 

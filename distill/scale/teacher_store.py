@@ -170,6 +170,21 @@ class StoreTeacher:
             values = values[:, self._columns]
         return torch.from_numpy(np.ascontiguousarray(values)), CacheInfo(True, len(samples), 0, self.store.path)
 
+    def logits_for_digests(self, digests: Sequence[str], names: Sequence[str] | None = None) -> Any:
+        """(N, C) float32 tensor for images given by content digest (a streamed batch); ``names`` label errors."""
+        import torch
+
+        found = self.store.contains(digests)
+        if not found.all():
+            i = int(np.flatnonzero(~found)[0])
+            raise DataError(f"image {names[i] if names else digests[i]} (sha256 {digests[i][:16]}...) is not in the "
+                            f"teacher store {self.store.path} ({int((~found).sum())} of its batch of {len(digests)} "
+                            "are missing): run distill cache-teacher on these shards into the store")
+        values = self.store.lookup(digests)
+        if self._columns is not None:
+            values = values[:, self._columns]
+        return torch.from_numpy(np.ascontiguousarray(values))
+
 
 __all__ = ["DIGESTS_NAME", "META_NAME", "STORE_FORMAT", "StoreTeacher", "TeacherStore", "VALUES_NAME", "as_digest_array",
            "open_teacher_store", "read_meta"]

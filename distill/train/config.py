@@ -112,6 +112,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
         if self.teacher_store is not None and self.method == "vl-distill":
             raise ValueError("teacher_store holds logits for dho/kd/ce+kd; vl-distill uses the teacher's embedding cache")
+        if self.data.unlabeled_shards is not None and self.teacher_store is None:
+            raise ValueError("data.unlabeled_shards needs teacher_store (--teacher-store DIR from distill cache-teacher "
+                             "--shards): the teacher is never run on a streamed pool")
         return self
 
     def total_steps(self, steps_per_epoch: int) -> int:

@@ -119,9 +119,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                       eval_batch_size=cfg.eval_batch_size)
         cache_infos += task.cache_infos
         lab_samples, unl_samples = task.data.labeled, task.data.unlabeled
-    uses_unlabeled = (uses_kd or vl) and len(unl_samples) > 0 and cfg.batch_unlabeled > 0
+    # data.unlabeled_shards: the pool is streamed, its teacher logits looked up in the store batch by batch
+    shard_teacher = teacher if cfg.data.unlabeled_shards and uses_kd and cfg.batch_unlabeled else None
+    uses_unlabeled = (uses_kd or vl) and (len(unl_samples) > 0 or shard_teacher is not None) and cfg.batch_unlabeled > 0
     t_lab = teacher_logits(splits.labeled) if uses_kd else None
-    t_unl = teacher_logits(splits.unlabeled) if uses_unlabeled else None
+    t_unl = teacher_logits(splits.unlabeled) if uses_unlabeled and shard_teacher is None else None
     t_val, t_test = teacher_logits(splits.val), teacher_logits(splits.test)
     ctx.release_others()
     y_val = torch.tensor([s.label for s in splits.val])
@@ -150,6 +152,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     # ---------------------------------------------------------------- budget: an epoch is one pass over the unlabeled pool
     epoch_pool = len(unl_samples) if (unl_samples and cfg.batch_unlabeled) else len(lab_samples)
     epoch_batch = cfg.batch_unlabeled if (unl_samples and cfg.batch_unlabeled) else cfg.batch_labeled
+    pool = None
+    if shard_teacher is not None:  # a streamed pool's size is the sum of the counts in its shards.json
+        from ..data.shards import ShardStream
+
+        pool = ShardStream(cfg.data.unlabeled_shards, create_eval_transform(spec),
+                           batch_size=cfg.batch_unlabeled // ctx.world_size, seed=_stream_seed(cfg.seed, 1),
+                           shuffle_buffer=cfg.data.shuffle_buffer, num_workers=cfg.data.num_workers,
+                           rank=ctx.rank, world_size=ctx.world_size)
+        epoch_pool, epoch_batch = pool.num_images, cfg.batch_unlabeled
     steps_per_epoch = max(1, math.ceil(epoch_pool / epoch_batch))
     total = cfg.total_steps(steps_per_epoch)
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -201,11 +212,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     lab_iter = _stream(ImageDataset(lab_samples, train_tf), cfg.batch_labeled, _stream_seed(cfg.seed, 0),
                        start_step, workers, device, ctx)
     unl_iter = (_stream(ImageDataset(unl_samples, train_tf), cfg.batch_unlabeled, _stream_seed(cfg.seed, 1),
-                        start_step, workers, device, ctx) if uses_unlabeled else None)
+                        start_step, workers, device, ctx) if uses_unlabeled and pool is None else None)
+    if pool is not None:  # resumes at start_step's position (see ShardStream for when that is exact)
+        pool.transform, pool.start_step = train_tf, start_step
+        unl_iter = _shard_batches(pool, shard_teacher, workers, device)
     val_set = EvalSet(splits.val, spec, cfg.eval_batch_size, workers)
     test_set = EvalSet(splits.test, spec, cfg.eval_batch_size, workers)
     t_lab_dev = t_lab.to(device) if t_lab is not None else None
     t_unl_dev = t_unl.to(device) if t_unl is not None else None
+
+    def unl_teacher(iu: torch.Tensor) -> torch.Tensor:  # in-memory rows by index, or a streamed batch's own logits
+        return iu.to(device, non_blocking=True) if pool is not None else t_unl_dev[iu.to(device)]
 
     flops_per_image = forward_flops(student, torch.zeros(1, 3, spec.size, spec.size, device=device))
     peak = peak_tflops(device)
@@ -243,7 +260,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 terms = method_loss(
                     cfg.method, out_l, yl,
                     t_lab_dev[il.to(device)] if t_lab_dev is not None else None,
-                    out_u, t_unl_dev[iu.to(device)] if t_unl_dev is not None and unl_iter is not None else None,
+                    out_u, unl_teacher(iu) if unl_iter is not None else None,
                     lambda_=cfg.lambda_, T=cfg.temperature,
                 )
 
@@ -350,7 +367,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "hits": sum(int(getattr(i, "hits", 0)) for i in cache_infos),
             "computed": sum(int(getattr(i, "computed", 0)) for i in cache_infos),
         },
-        "data": splits.counts() | {"root": str(splits.root), "fingerprint": splits.fingerprint()},
+        "data": splits.counts() | {"root": str(splits.root), "fingerprint": splits.fingerprint()}
+        | ({"unlabeled_shards": cfg.data.unlabeled_shards, "unlabeled_streamed": pool.num_images} if pool else {}),
         "skipped_images": len(splits.skipped),
         "student": student.spec.model_dump(mode="json") | {"params": sum(p.numel() for p in student.parameters())},
         "precision": precision.name,
@@ -424,6 +442,8 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
         if key == "data" and isinstance(a, dict) and isinstance(b, dict):
             a = {k: v for k, v in a.items() if k not in ("num_workers", "cache_dir")}
             b = {k: v for k, v in b.items() if k not in ("num_workers", "cache_dir")}
+            # a field added since the run started (e.g. unlabeled_shards) is fine at its default
+            b = {k: v for k, v in b.items() if k in a or v != getattr(type(cfg.data).model_fields.get(k), "default", v)}
         if key == "teacher" and isinstance(a, dict) and isinstance(b, dict):
             a = {k: v for k, v in a.items() if k not in ("device", "batch_size")}
             b = {k: v for k, v in b.items() if k not in ("device", "batch_size")}
@@ -492,6 +512,14 @@ def _stream(dataset: Dataset, batch_size: int, seed: int, start_batch: int, work
                         num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
     return iter(loader)
+
+
+def _shard_batches(pool: Any, teacher: Any, workers: int, device: torch.device) -> Iterator[Any]:
+    """Batches of a streamed pool: (images, None, teacher logits looked up by content digest in the store)."""
+    loader = DataLoader(pool, batch_size=pool.batch_size, num_workers=workers, persistent_workers=workers > 0,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
+    for x, digests, where in loader:
+        yield x, None, teacher.logits_for_digests(list(digests), list(where))
 
 
 # -------------------------------------------------------------------- progress and loss window

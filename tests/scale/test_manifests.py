@@ -180,3 +180,24 @@ def test_sbatch_is_valid_bash(path: Path) -> None:
 
     proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_train_configs_named_by_the_launch_files_exist_and_validate() -> None:
+    """``--config`` of every ``distill train`` launch names a file in configs/ (the k8s job mounts configs/ as a
+    ConfigMap at /configs) that validates as a TrainConfig; no data is read."""
+    from distill.config import load_config
+    from distill.train import TrainConfig
+
+    configs = {argv[argv.index("--config") + 1] for _, argv in _distill_invocations()
+               if argv[0] == "train" and "--config" in argv}
+    assert configs
+    for name in configs:
+        path = REPO / "configs" / Path(name).name
+        assert path.is_file() and (name.startswith("configs/") or name.startswith("/configs/")), name
+        cfg = load_config(TrainConfig, path)
+        if cfg.data.unlabeled_shards:
+            assert cfg.teacher_store, f"{name}: a streamed pool needs a teacher store"
+        if path.name == "imagenet_dho.yaml":  # method.md's ImageNet setting
+            assert (cfg.batch_labeled, cfg.batch_unlabeled, cfg.lr, cfg.weight_decay, cfg.epochs) == (256, 256, 5e-5, 0.05, 32)
+            assert cfg.method == "dho" and cfg.student.arch.startswith("vit_base_patch16") and cfg.student.size == 224
+            assert cfg.teacher.name == "ViT-L-14" and cfg.teacher.weights and cfg.data.unlabeled_shards
