@@ -134,5 +134,10 @@ def test_fp16_and_int8_variants_with_report(tiny_checkpoint: Path, tmp_path: Pat
     int8 = onnx.load(str(res.paths["int8"]))
     ops = {n.op_type for n in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # default "cpu" config: uint8 activations (fused into QLinearConv by onnxruntime on x86 and ARM), int8 weights
+    inits = {i.name: i for i in int8.graph.initializer}
+    act_zp = {inits[n.input[2]].data_type for n in int8.graph.node if n.op_type == "QuantizeLinear"}
+    assert act_zp == {onnx.TensorProto.UINT8}
+    assert {d.domain for d in int8.opset_import} <= {"", "ai.onnx", "com.microsoft"}
     assert load_artifact(out).meta.verification["variants"].keys() == {"fp16", "int8"}
     assert not list(tmp_path.glob(".*.tmp"))
