@@ -30,7 +30,8 @@ def cache_teacher_command(
     data: Optional[Path] = typer.Option(None, "--data", help="Image folder (ImageFolder or any layout) or a .tar/.tar.gz of one."),
     shards: Optional[str] = typer.Option(None, "--shards", help="WebDataset-style shards: a folder, a .tar, a glob or shard-{000000..000099}.tar."),
     subdir: Optional[str] = typer.Option(None, "--subdir", help="Folder inside --data, e.g. train."),
-    class_names_file: Optional[Path] = typer.Option(None, "--class-names", help="Class names, one a line (default: the folders, or shards.json)."),
+    class_names_file: Optional[Path] = typer.Option(None, "--class-names", help="Class ids, one a line, as training sees them (default: the folders, or shards.json)."),
+    prompt_names_file: Optional[Path] = typer.Option(None, "--prompt-names", help="open_clip: the human-readable name of each class (same order) for the prompts, e.g. 'tench' for n01440764."),
     teacher_kind: str = typer.Option("auto", "--teacher-kind", help="auto, cifar_resnet, timm or open_clip."),
     teacher: str = typer.Option("cifar_resnet56", "--teacher", help="Model name (or open_clip config .json)."),
     teacher_weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights file or open_clip tag (none: random weights)."),
@@ -71,8 +72,10 @@ def cache_teacher_command(
         raise DataError("no class names: the images are not in class folders and the shards have none; "
                         "pass --class-names FILE (the teacher's output classes)")
     try:
+        # The store is keyed by the dataset's class ids (what training compares against); prompt names only
+        # change the text the teacher reads.
         tcfg = TeacherConfig(kind=teacher_kind, name=teacher, weights=teacher_weights, templates=templates,  # type: ignore[arg-type]
-                             device=device, batch_size=batch_size)
+                             device=device, batch_size=batch_size, class_names_file=prompt_names_file)
     except ValidationError as e:
         first = e.errors()[0]
         raise ConfigError(f"invalid teacher option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

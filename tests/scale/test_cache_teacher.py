@@ -223,3 +223,35 @@ def _json_objects(text: str) -> list[str]:
             if depth == 0 and start is not None:
                 out.append(text[start:i + 1])
     return out
+
+
+def test_prompt_names_keep_the_dataset_class_ids(cifar_small_dir: Path, tmp_path: Path) -> None:
+    """ImageNet-style folders (n01440764, ...) + human prompt names: the store is keyed by the folder ids,
+    so a training run over the same folders accepts it."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    from distill.scale.teacher_store import StoreTeacher
+
+    ids = {name: f"n{i:08d}" for i, name in enumerate(sorted(p.name for p in cifar_small_dir.iterdir()))}
+    folder = tmp_path / "ids"
+    for name, cid in ids.items():
+        (folder / cid).mkdir(parents=True)
+        for jpg in sorted((cifar_small_dir / name).glob("*.jpg"))[:2]:
+            shutil.copy(jpg, folder / cid / jpg.name)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(ids) + "\n")  # human names, in the folders' (sorted id) order
+    config = tmp_path / "distill-tiny-clip.json"
+    config.write_text(json.dumps({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64,
+                                  "patch_size": 16}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
+                                  "width": 64, "heads": 2, "layers": 1}}))
+    store = tmp_path / "store"
+    res = CliRunner().invoke(app, ["cache-teacher", "--data", str(folder), "--teacher-kind", "open_clip",
+                                   "--teacher", str(config), "--prompt-names", str(prompts), "--templates", "single",
+                                   "--device", "cpu", "--no-progress", "--out", str(store)])
+    assert res.exit_code == 0, res.output
+    teacher = StoreTeacher(store, sorted(ids.values()))
+    assert teacher.store.class_names == sorted(ids.values())
