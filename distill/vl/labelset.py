@@ -91,10 +91,21 @@ class LabelSet:
         p = Path(path)
         if not p.is_file():
             raise LabelSetError(f"label set not found: {p}")
+        return cls._read(p, str(p))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "upload") -> "LabelSet":
+        """A label set from the bytes of a ``.labels.npz`` file (e.g. an HTTP upload)."""
+        import io
+
+        return cls._read(io.BytesIO(data), source)
+
+    @classmethod
+    def _read(cls, f: Any, p: str) -> "LabelSet":
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(f, allow_pickle=False) as z:
                 names, emb, meta = z["names"].tolist(), z["embeddings"], json.loads(str(z["meta"]))
-        except (OSError, ValueError, KeyError, EOFError) as e:
+        except (OSError, ValueError, KeyError, EOFError, AttributeError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise LabelSetError(f"{p} is not a label set (.labels.npz): {first}") from None
         if not isinstance(meta, dict) or int(meta.get("format", 0)) > LABELSET_FORMAT:
