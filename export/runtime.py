@@ -137,13 +137,14 @@ class Artifact:
         """Raw images (paths, bytes or PIL images) -> probabilities (N, C) float32."""
         return self.run(self.prepare(images, max_pixels=max_pixels))
 
-    def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[Prediction]]:
+    def top_k(self, probs: np.ndarray, k: int = 5, names: Sequence[str] | None = None) -> list[list[Prediction]]:
+        """Best ``k`` classes per row; ``names`` (default: the artifact's) must be the names ``probs`` were made with."""
         probs = np.asarray(probs)
         if probs.ndim == 1:
             probs = probs[None]
         k = max(1, min(int(k), probs.shape[1]))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        names = self.meta.class_names
+        names = list(names) if names is not None else self.meta.class_names
         return [[Prediction(int(i), names[int(i)], float(row[int(i)])) for i in idx] for row, idx in zip(probs, order)]
 
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
@@ -219,12 +220,16 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 
 class _OrtSession:
-    def __init__(self, path: Path, providers: Sequence[str] | None, intra_op_threads: int | None) -> None:
+    def __init__(self, path: Path, providers: Sequence[str] | None, intra_op_threads: int | None,
+                 allow_spinning: bool | None = None) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
+        if allow_spinning is not None:  # False: idle pool threads sleep instead of busy-waiting for the next call
+            for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+                opts.add_session_config_entry(key, "1" if allow_spinning else "0")
         opts.log_severity_level = 3  # silence "falling back" chatter; we expose the providers really used instead
         chosen = choose_providers(providers)
         try:
@@ -243,13 +248,15 @@ class _OrtSession:
 
 def load_artifact(path: str | os.PathLike[str], providers: Sequence[str] | None = None,
                   intra_op_threads: int | None = None, labels: "str | os.PathLike[str] | LabelSet | None" = None,
-                  ) -> Artifact:
+                  allow_spinning: bool | None = None) -> Artifact:
     """Load an ``.onnx`` artifact (onnxruntime) or a TensorRT ``.engine`` (with its ``.engine.json`` sidecar).
 
     ``labels``: an embedding artifact's label set; default :func:`default_labels_path`.
+    ``allow_spinning``: onnxruntime thread-pool spinning (None: ORT's default, on). A server whose event loop
+    shares the cores with inference wants ``False``: spinning pool threads burn the CPU the loop needs.
     Raises :class:`export.errors.ArtifactError` for a missing, corrupt, foreign or incompatible artifact.
     """
-    art = _load(Path(path), providers, intra_op_threads)
+    art = _load(Path(path), providers, intra_op_threads, allow_spinning)
     if art.is_embedding:
         art.set_labels(labels if labels is not None else default_labels_path(art.path, art.meta))
     return art
@@ -265,7 +272,8 @@ def default_labels_path(path: Path, meta: ArtifactMetadata) -> Path:
     return path.with_name(meta.labels_file)
 
 
-def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None) -> Artifact:
+def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None,
+          allow_spinning: bool | None = None) -> Artifact:
     if not p.exists():
         raise ArtifactError(f"artifact not found: {p}")
     if p.is_dir():
@@ -275,7 +283,7 @@ def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None
 
         session, meta = load_engine_session(p)
         return Artifact(p, meta, session, backend="tensorrt")
-    session = _OrtSession(p, providers, intra_op_threads)
+    session = _OrtSession(p, providers, intra_op_threads, allow_spinning)
     meta = ArtifactMetadata.from_props(session.props, p)
     missing = [n for n in meta.output_names if n not in session.output_names]
     if missing:

@@ -161,8 +161,10 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(state.load)  # ArtifactError here aborts start-up
+        art = state.artifact
         batcher = MicroBatcher(
-            state.artifact.run,  # type: ignore[union-attr]
+            # embedding models batch the embeddings; each request applies the label set it started with
+            art.embed if art.is_embedding else art.run,  # type: ignore[union-attr]
             max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms, queue_size=settings.queue_size,
             adaptive_wait=settings.adaptive_wait, observer=state.metrics,
         )

@@ -13,6 +13,8 @@ never runs on the event loop) and each submitter gets its own rows back.
 * The queue is bounded in images (``queue_size``); a submission that does not fit raises :class:`QueueFull`
   (the route answers 503 with ``Retry-After``). :meth:`close` stops accepting work and drains what is queued.
 * A submission with more images than ``max_batch`` is run alone, in chunks of ``max_batch``.
+* :func:`choose_batch_limit` picks the largest batch worth running from timings (auto batch sizing, done at
+  warm-up by :meth:`serve.state.ServeState.warm_up`); :meth:`MicroBatcher.set_max_batch` applies it.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class MicroBatcher:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_ms >= 0")
         self._run = run
         self.max_batch = max_batch
+        self.configured_max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self.adaptive_wait = adaptive_wait
@@ -156,6 +159,10 @@ class MicroBatcher:
         while self._items or self._running_batch:
             self._idle.clear()
             await self._idle.wait()
+
+    def set_max_batch(self, n: int) -> None:
+        """Lower (or restore) the batch limit, e.g. after auto batch sizing; at most the configured ``max_batch``."""
+        self.max_batch = max(1, min(int(n), self.configured_max_batch))
 
     @property
     def running(self) -> bool:
@@ -283,3 +290,51 @@ class MicroBatcher:
         if x.shape[0] <= self.max_batch:
             return self._run(x)
         return np.concatenate([self._run(x[i : i + self.max_batch]) for i in range(0, x.shape[0], self.max_batch)])
+
+
+def batch_sizes_to_try(max_batch: int) -> list[int]:
+    """1, 2, 4, ... up to and including ``max_batch``."""
+    sizes, n = [], 1
+    while n < max_batch:
+        sizes.append(n)
+        n *= 2
+    return sizes + [max_batch]
+
+
+def choose_batch_limit(ms_per_image: dict[int, float], tolerance: float = 0.10, per_call_ms: float = 0.0) -> int:
+    """The smallest batch size whose per-image time is within ``tolerance`` of the best measured one.
+
+    ``per_call_ms``: the server's own cost per inference call (thread hand-off, futures, GIL), spread over the
+    images of the call like the model's own per-call overhead.
+
+    Batching only pays where the per-image cost shrinks with the batch (per-call overhead, a GPU, intra-op
+    parallelism a single image cannot use). Where it does not (a small CNN already saturating a CPU core at batch
+    1), larger batches only mean longer uninterrupted inference calls, later answers and, on a shared CPU, calls
+    the kernel time-slices with every other runnable thread: small calls are then never slower.
+    """
+    if not ms_per_image:
+        raise ValueError("no timings")
+    cost = {n: t + per_call_ms / n for n, t in ms_per_image.items()}
+    best = min(cost.values())
+    return min(n for n, t in cost.items() if t <= best * (1.0 + tolerance))
+
+
+def time_batch_sizes(run: RunFn, make_batch: Callable[[int], np.ndarray], sizes: list[int],
+                     budget_s: float = 2.0) -> dict[int, float]:
+    """Per-image wall milliseconds of ``run`` at each batch size: the minimum over a few calls (robust to other
+    load on the machine), within about ``budget_s`` in all."""
+    out: dict[int, float] = {}
+    per_size = budget_s / max(1, len(sizes))
+    for n in sizes:
+        x = make_batch(n)
+        run(x)  # first call at a new shape allocates
+        best = float("inf")
+        t_end = time.perf_counter() + per_size
+        for i in range(50):
+            t0 = time.perf_counter()
+            run(x)
+            best = min(best, time.perf_counter() - t0)
+            if i >= 2 and time.perf_counter() > t_end:
+                break
+        out[n] = best * 1e3 / n
+    return out

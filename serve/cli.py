@@ -32,6 +32,7 @@ def serve(
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most images per inference call; 1 disables batching [16]."),
     max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="Longest wait for a batch to fill [5]."),
     adaptive_wait: Optional[bool] = typer.Option(None, "--adaptive-wait/--fixed-wait", help="Wait only while more requests are arriving [adaptive]."),
+    batch_sizing: Optional[str] = typer.Option(None, "--batch-sizing", help="auto: batch only as far as it pays (timed at warm-up); fixed: fill up to --max-batch [auto]."),
     queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Most queued images before 503 [256]."),
     max_upload_bytes: Optional[int] = typer.Option(None, "--max-upload-bytes", help="Largest image file [10 MiB]."),
     max_request_bytes: Optional[int] = typer.Option(None, "--max-request-bytes", help="Largest request body [32 MiB]."),
@@ -47,7 +48,7 @@ def serve(
     """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
     overrides: dict[str, Any] = {
         "model": model, "host": host, "port": port, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
-        "adaptive_wait": adaptive_wait, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
+        "adaptive_wait": adaptive_wait, "batch_sizing": batch_sizing, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
         "max_request_bytes": max_request_bytes, "max_pixels": max_pixels, "max_images_per_request": max_images,
         "default_top_k": top_k, "intra_op_threads": threads, "providers": provider or None, "warmup": warmup,
         "log_level": log_level, "access_log": access_log,
@@ -76,7 +77,8 @@ def run_server(overrides: dict[str, Any]) -> None:
     from .app import create_app
 
     try:
-        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads)
+        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+                            allow_spinning=settings.ort_spinning)
     except DistillError as e:
         fail(f"cannot serve model: {e}")
     except Exception as e:  # noqa: BLE001 - any loader failure is reported as one line, not a traceback

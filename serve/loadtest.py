@@ -169,6 +169,17 @@ def start_server(model: Path, port: int, max_batch: int, max_wait_ms: float, thr
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def server_batching(host: str, port: int) -> Optional[dict[str, Any]]:
+    """The server's batching settings from /v1/model, with the batch limit auto sizing chose at warm-up."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/v1/model", timeout=5) as r:
+            return json.loads(r.read()).get("batching")
+    except (OSError, ValueError):
+        return None
+
+
 def rss_mb(pid: Optional[int]) -> Optional[float]:
     if pid is None:
         return None
@@ -184,7 +195,7 @@ def bare_runtime(model: Path, images: list[bytes], threads: Optional[int], n: in
 
     from export.runtime import load_artifact
 
-    art = load_artifact(model, intra_op_threads=threads)
+    art = load_artifact(model, intra_op_threads=threads, allow_spinning=False)  # as the server runs it
     for b in images[:10]:
         art.classify([b])
     t_classify, c_classify, t_run = [], [], []
@@ -293,6 +304,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             host, port, pid = u.hostname or "127.0.0.1", u.port or 80, args.pid
         try:
             wait_ready(host, port, proc)
+            report.setdefault("batching", {})[mode] = server_batching(host, port)
+            print(f"{mode:>8} batching: {report['batching'][mode]}", file=sys.stderr)
             reqs = [build_request(host, port, "/v1/classify", n, b) for n, b in images]
             asyncio.run(run_level(host, port, reqs, max(levels), max(200, 4 * max(levels))))  # warm-up
             rss0 = rss_mb(pid)

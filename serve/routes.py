@@ -21,8 +21,8 @@ from distill.preprocess import ImageDecodeError, ImageTooLargeError
 from .batching import BatcherClosed, QueueFull
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST
-from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, ModelInfo, ModelRef,
-                      Prediction, Timing)
+from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, LabelsInfo, ModelInfo,
+                      ModelRef, Prediction, Timing)
 from .state import ServeState, get_state
 
 router = APIRouter()
@@ -209,9 +209,10 @@ async def classify(
 ) -> ClassifyResponse:
     started = time.perf_counter()
     art, batcher, info = state.require_ready()
+    labels = art.labels  # embedding models: one label set per request, even if POST /v1/labels swaps it meanwhile
     with batcher.incoming() as arrival:
         uploads, top_k_field = await _read_uploads(request, state)
-        n_classes = info.num_classes
+        n_classes = len(labels) if labels is not None else info.num_classes
         if top_k is None and top_k_field is not None:
             try:
                 top_k = int(top_k_field)
@@ -245,7 +246,10 @@ async def classify(
             raise ApiError(503, f"server busy: {e}", headers={"Retry-After": str(state.settings.retry_after_s)}) from None
         except BatcherClosed as e:
             raise ApiError(503, str(e), headers={"Retry-After": str(state.settings.retry_after_s)}) from None
-    preds = art.top_k(res.output, k)
+    if labels is not None:
+        preds = art.top_k(labels.probs(res.output), k, names=labels.names)
+    else:
+        preds = art.top_k(res.output, k)
     results = [
         ImageResult(index=u.index, filename=u.filename,
                     predictions=[Prediction(index=p.index, label=p.label, score=p.score) for p in row])
@@ -269,6 +273,57 @@ for _path, _name, _summary in (("/v1/classify", "classify_v1", "Classify images"
         summary=_summary, description=CLASSIFY_DESCRIPTION, responses=_CLASSIFY_RESPONSES, tags=["inference"],
         openapi_extra=_MULTIPART_BODY,
     )
+
+
+LABELS_DESCRIPTION = """
+Replace the label set of an **embedding** (open-vocabulary, `vl-distill`) model without re-exporting or restarting:
+send a `.labels.npz` made by `distill export labels` as a multipart file part named `file` (or as the raw
+`application/octet-stream` body). Needs `Authorization: Bearer <DISTILL_SERVE_ADMIN_TOKEN>`; without a configured
+token the endpoint answers **403**. A wrong token: **401**. Not a label set: **400**. A classifier model (fixed
+classes): **409**. Embedding size or teacher not matching the model: **422**. Requests already in flight finish
+with the label set they started with; later ones use the new one. The swap lives in memory: to keep it over a
+restart, replace `model.labels.npz` next to the artifact or set `DISTILL_SERVE_LABELS`.
+"""
+
+
+def _require_admin(request: Request, state: ServeState) -> None:
+    import hmac
+
+    token = state.settings.admin_token
+    if not token:
+        raise ApiError(403, "admin endpoints are disabled: set DISTILL_SERVE_ADMIN_TOKEN to enable them")
+    given = request.headers.get("authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+        raise ApiError(401, "missing or wrong admin token (Authorization: Bearer ...)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+@router.post("/v1/labels", response_model=LabelsInfo, tags=["model"], summary="Replace the label set (embedding models)",
+             description=LABELS_DESCRIPTION,
+             responses={s: {**_ERR, "description": d} for s, d in (
+                 (400, "Not a label set."), (401, "Wrong admin token."), (403, "Admin endpoints disabled."),
+                 (409, "The model has fixed classes."), (422, "Label set does not fit the model."))})
+async def replace_labels(request: Request, state: ServeState = Depends(get_state)) -> LabelsInfo:
+    _require_admin(request, state)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        part = form.get("file")
+        if not isinstance(part, UploadFile):
+            raise ApiError(422, "no label set: send a file part named 'file'")
+        data = await part.read()
+    else:
+        data = await request.body()
+    if not data:
+        raise ApiError(422, "no label set: empty body")
+    return await anyio.to_thread.run_sync(state.replace_labels, data)
+
+
+@router.get("/v1/labels", response_model=LabelsInfo, tags=["model"], summary="The label set in use (embedding models)",
+            responses={404: {**_ERR, "description": "The model has fixed classes (no label set)."}})
+async def labels_info(state: ServeState = Depends(get_state)) -> LabelsInfo:
+    if state.labels_info is None:
+        raise ApiError(404, "the served model has fixed classes (no label set)")
+    return state.labels_info
 
 
 @router.get("/health/live", response_model=Health, tags=["health"], summary="Liveness: the process serves HTTP")

@@ -75,6 +75,23 @@ class BatchingInfo(_Model):
     max_wait_ms: float
     adaptive_wait: bool
     queue_size: int
+    batch_sizing: str = "fixed"
+    effective_max_batch: Optional[int] = Field(
+        None, description="The batch limit in force: max_batch, or what auto sizing chose at warm-up.")
+    ms_per_image: Optional[dict[str, float]] = Field(
+        None, description="Auto sizing: measured per-image inference wall ms by batch size.")
+
+
+class LabelsInfo(_Model):
+    """The label set an embedding (open-vocabulary) model classifies with: replaceable without re-export."""
+
+    source: str = Field(..., description="File path it was loaded from, or 'upload'.")
+    sha256: str = Field(..., description="SHA-256 of the label-set file's bytes.")
+    num_classes: int
+    embed_dim: int
+    tau: float
+    teacher: Optional[dict[str, Any]] = None
+    loaded_at: float = Field(..., description="Unix time it was loaded.")
 
 
 class ModelInfo(_Model):
@@ -99,3 +116,4 @@ class ModelInfo(_Model):
     tool_version: Optional[str] = None
     batching: BatchingInfo
     limits: dict[str, int]
+    labels: Optional["LabelsInfo"] = Field(None, description="Embedding models: the label set in use.")

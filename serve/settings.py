@@ -7,7 +7,7 @@ the environment; the container is configured with ``-e DISTILL_SERVE_MODEL=/mode
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,21 @@ class ServeSettings(BaseSettings):
         description="Wait for a batch to fill only while other requests are still being received/decoded "
         "(a lone request is dispatched at once); False always waits up to max_wait_ms.",
     )
+    batch_sizing: Literal["auto", "fixed"] = Field(
+        "auto",
+        description="auto: at warm-up, time the model at batch 1, 2, 4, ... max_batch and batch only as far as it "
+        "pays (the smallest size whose per-image time is within batch_tolerance of the best); a model whose "
+        "per-image cost does not shrink with the batch (a small CNN on a CPU) then runs small calls, which is never "
+        "slower than batching off. fixed: always fill batches up to max_batch.",
+    )
+    batch_tolerance: float = Field(
+        0.10, ge=0, le=10, description="auto batch sizing: per-image time allowed above the best measured one."
+    )
+    batch_call_overhead_ms: float = Field(
+        0.4, ge=0, le=1000,
+        description="auto batch sizing: the server's own CPU cost per inference call (thread hand-off, futures), "
+        "added to the measured time of each call (about 0.4-0.5 ms on the 2-core dev box).",
+    )
     queue_size: int = Field(256, ge=1, description="Most images waiting for inference; beyond it: 503 + Retry-After.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 responses.")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted image file, in bytes.")
@@ -48,7 +63,16 @@ class ServeSettings(BaseSettings):
         "than a thread hop for thumbnails); larger ones in a worker thread. 0: always in a thread.",
     )
     default_top_k: int = Field(5, ge=1)
+    labels: Optional[Path] = Field(
+        None, description="Embedding models: the label set (.labels.npz) to classify with; default: the one "
+        "shipped next to the artifact (model.labels.npz).")
+    admin_token: Optional[str] = Field(
+        None, description="Bearer token for admin endpoints (POST /v1/labels); unset: they answer 403.")
     intra_op_threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads (None: ORT default).")
+    ort_spinning: bool = Field(
+        False, description="onnxruntime thread-pool spinning. Off: idle inference threads sleep instead of burning the "
+        "cores the event loop needs (with ORT's default threads, spinning doubled the server CPU per request).",
+    )
     providers: Optional[list[str]] = Field(None, description="onnxruntime execution providers (None: best available).")
     warmup: int = Field(3, ge=0, description="Warm-up inference calls (batch 1 and max_batch) before ready.")
     drain_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for in-flight requests.")

@@ -18,10 +18,10 @@ from PIL import Image
 from distill.io import sha256_file
 from export.runtime import Artifact, load_artifact
 
-from .batching import MicroBatcher
+from .batching import MicroBatcher, batch_sizes_to_try, choose_batch_limit, time_batch_sizes
 from .errors import ApiError
 from .metrics import ServeMetrics
-from .schemas import BatchingInfo, InputSpec, ModelInfo
+from .schemas import BatchingInfo, InputSpec, LabelsInfo, ModelInfo
 from .settings import ServeSettings
 
 log = logging.getLogger("serve")
@@ -38,6 +38,8 @@ class ServeState:
         self.sha256 = ""
         self.model_info: Optional[ModelInfo] = None
         self._warm_task: Optional[asyncio.Task] = None
+        self.batch_timings: Optional[dict[str, float]] = None  # auto batch sizing: per-image ms by batch size
+        self.labels_info: Optional[LabelsInfo] = None
 
     # -- readiness ---------------------------------------------------------------------------------------
     @property
@@ -57,8 +59,14 @@ class ServeState:
                 from export.errors import ArtifactError
 
                 raise ArtifactError("no model given: pass --model ARTIFACT or set DISTILL_SERVE_MODEL")
-            self.artifact = load_artifact(s.model, providers=s.providers, intra_op_threads=s.intra_op_threads)
+            self.artifact = load_artifact(s.model, providers=s.providers, intra_op_threads=s.intra_op_threads,
+                                          allow_spinning=s.ort_spinning,
+                                          labels=s.labels)
+        elif self.artifact.is_embedding and self.settings.labels is not None:
+            self.artifact.set_labels(self.settings.labels)
         self.sha256 = sha256_file(self.artifact.path)
+        if self.artifact.is_embedding and self.labels_info is None:
+            self._note_labels(self.artifact, self._labels_source(self.artifact))
         self.model_info = self._describe(self.artifact)
         self.metrics.model.info({"name": self.model_info.name, "version": self.model_info.version,
                                  "providers": ",".join(self.model_info.providers),
@@ -78,6 +86,71 @@ class ServeState:
         for _ in range(self.settings.warmup):
             for n in sizes:
                 art.run(np.zeros((n, *art.input_shape), dtype=art.input_dtype))
+        if self.settings.batch_sizing == "auto" and self.settings.max_batch > 1 and self.batcher is not None:
+            self.size_batches()
+
+    def size_batches(self) -> int:
+        """Auto batch sizing: time the model at batch 1, 2, 4, ... max_batch and keep batching only as far as it
+        pays (see :func:`serve.batching.choose_batch_limit`). Runs before ready, so no request sees a change."""
+        art, batcher = self.artifact, self.batcher
+        assert art is not None and batcher is not None
+        timings = time_batch_sizes(batcher.run_sync, lambda n: np.zeros((n, *art.input_shape), dtype=art.input_dtype),
+                                   batch_sizes_to_try(self.settings.max_batch))
+        limit = choose_batch_limit(timings, self.settings.batch_tolerance, self.settings.batch_call_overhead_ms)
+        batcher.set_max_batch(limit)
+        self.batch_timings = {str(n): round(t, 4) for n, t in timings.items()}
+        log.info("auto batch sizing: per-image ms by batch size %s -> batches of at most %d (max_batch %d)",
+                 {n: round(t, 3) for n, t in timings.items()}, limit, self.settings.max_batch)
+        if self.model_info is not None:
+            info = self.model_info.batching.model_copy(update={
+                "effective_max_batch": limit, "ms_per_image": self.batch_timings})
+            self.model_info = self.model_info.model_copy(update={"batching": info})
+        return limit
+
+    # -- label sets of embedding (open-vocabulary) models ---------------------------------------------------
+    def _labels_source(self, art: Artifact) -> str:
+        from export.runtime import default_labels_path
+
+        return str(self.settings.labels or default_labels_path(art.path, art.meta))
+
+    def _note_labels(self, art: Artifact, source: str, data: Optional[bytes] = None) -> None:
+        import hashlib
+        from pathlib import Path
+
+        ls = art.labels
+        assert ls is not None
+        if data is None:
+            p = Path(source)
+            digest = sha256_file(p) if p.is_file() else ""
+        else:
+            digest = hashlib.sha256(data).hexdigest()
+        self.labels_info = LabelsInfo(source=source, sha256=digest, num_classes=len(ls), embed_dim=ls.embed_dim,
+                                      tau=ls.tau, teacher=ls.teacher or None, loaded_at=time.time())
+
+    def replace_labels(self, data: bytes) -> LabelsInfo:
+        """Swap the label set of the served embedding model (no re-export, no restart). Raises ApiError.
+
+        In-flight requests finish with the label set they started with (see routes.classify)."""
+        from distill.vl.labelset import LabelSet, LabelSetError
+        from export.errors import ArtifactError
+
+        art = self.artifact
+        if art is None or self.model_info is None:
+            raise ApiError(503, f"model not loaded ({self.status})", headers={"Retry-After": str(self.settings.retry_after_s)})
+        if not art.is_embedding:
+            raise ApiError(409, f"{art.path.name} is a classifier with fixed classes; only embedding models take a label set")
+        try:
+            ls = LabelSet.from_bytes(data)
+        except LabelSetError as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            art.set_labels(ls)
+        except ArtifactError as e:
+            raise ApiError(422, str(e)) from None
+        self._note_labels(art, "upload", data)
+        self.model_info = self._describe(art)
+        log.info("label set replaced: %d classes (sha256 %s)", len(ls), self.labels_info.sha256[:12])  # type: ignore[union-attr]
+        return self.labels_info  # type: ignore[return-value]
 
     def _describe(self, art: Artifact) -> ModelInfo:
         m = art.meta
@@ -105,9 +178,13 @@ class ServeState:
             checkpoint_sha256=m.checkpoint_sha256,
             tool_version=m.tool_version,
             batching=BatchingInfo(max_batch=s.max_batch, max_wait_ms=s.max_wait_ms, adaptive_wait=s.adaptive_wait,
+                                  batch_sizing=s.batch_sizing,
+                                  effective_max_batch=self.batcher.max_batch if self.batcher else s.max_batch,
+                                  ms_per_image=self.batch_timings,
                                   queue_size=s.queue_size),
             limits={"max_upload_bytes": s.max_upload_bytes, "max_request_bytes": s.max_request_bytes,
                     "max_pixels": s.max_pixels, "max_images_per_request": s.max_images_per_request},
+            labels=self.labels_info,
         )
 
     @staticmethod
@@ -136,9 +213,11 @@ class ServeState:
         return self.model_info.model_dump() if self.model_info else {}
 
 
-def get_state(request: Request) -> ServeState:
+async def get_state(request: Request) -> ServeState:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, which cost every request
+    a thread hop (and a GIL hand-off with the inference thread) just to read an attribute."""
     return request.app.state.serve
 
 
-def get_settings(request: Request) -> ServeSettings:
+async def get_settings(request: Request) -> ServeSettings:
     return request.app.state.serve.settings

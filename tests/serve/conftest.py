@@ -39,6 +39,7 @@ def make_app(tiny_artifact: Path, artifact) -> Callable[..., Any]:
     def _make(art: Any = None, **overrides: Any):
         overrides.setdefault("model", tiny_artifact)
         overrides.setdefault("warmup", 1)
+        overrides.setdefault("batch_sizing", "fixed")  # deterministic batch limits; auto sizing has its own tests
         return create_app(ServeSettings(**overrides), artifact=art if art is not None else artifact)
 
     return _make
