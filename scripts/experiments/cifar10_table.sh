@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DISTILL=${DISTILL:-.venv/bin/distill}
 STUDENT=${STUDENT:-cifar_resnet8}
-STEPS=${STEPS:-700}
+STEPS=${STEPS:-400}
 FRACTIONS=${FRACTIONS:-"0.01 0.1"}
 SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"dho ce+kd kd ce"}
@@ -21,7 +21,7 @@ for frac in $FRACTIONS; do
       name="${STUDENT}_${STEPS}s_l${frac}_${method/+/-}_s${seed}"
       [ -f "$OUT/$name/summary.json" ] && grep -q '"completed": true' "$OUT/$name/summary.json" && continue
       resume=""; [ -f "$OUT/$name/last.pt" ] && resume="--resume"
-      jobs+=("$DISTILL train --config configs/cifar10_dho.yaml --student $STUDENT --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --threads 1 --eval-every 350 --grad-conflict-every 25 --no-progress --out $OUT/$name $resume")
+      jobs+=("$DISTILL train --config configs/cifar10_dho.yaml --student $STUDENT --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --threads 1 --eval-every 200 --grad-conflict-every 25 --no-progress --out $OUT/$name $resume")
     done
   done
 done
