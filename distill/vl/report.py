@@ -2,7 +2,7 @@
 
     python -m distill.vl.report runs/vl/cls_s0 runs/vl/cls_s1 runs/vl/full_s0 runs/vl/full_s1
 
-Reads each run's ``summary.json`` (written by ``distill train --method vl-distill`` or ``distill.vl.standalone``).
+Reads each run's ``summary.json`` (written by ``distill train --method vl-distill``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 # 2 seeds each, ResNet-56 as a classifier-as-VLM teacher, 5 seen / 5 unseen CIFAR-10 classes.
 # Usage: scripts/experiments/vl_cifar10.sh [RUNS_DIR]   (from the project root; ~10 min a run on a 2-core CPU)
 # PARALLEL=2 runs two trainings at a time (each on one torch thread, threads: 1 in the config).
-# TRAIN selects the trainer: "distill train" (default, the shared loop) or "python -m distill.vl.standalone"
-# (the plain loop the first table was produced with; same task, losses and budget).
+# TRAIN selects the command (default: distill train; e.g. TRAIN=".venv/bin/distill train").
 set -euo pipefail
 RUNS=${1:-runs/vl}
 PARALLEL=${PARALLEL:-1}
