@@ -14,6 +14,7 @@ SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"dho ce+kd kd ce"}
 PARALLEL=${PARALLEL:-2}
 OUT=${OUT:-runs/cifar10}
+mkdir -p "$OUT"
 jobs=()
 for frac in $FRACTIONS; do
   for seed in $SEEDS; do
