@@ -30,25 +30,7 @@ export_() { "$PY" -m export "$@"; }
 # 1. labeled images (CIFAR-10 JPEGs, 100 per class) ---------------------------------------------------------
 DATA="${BENCH_DATA:-$OUT/data/cifar_train_subset}"
 if [ -z "${BENCH_DATA:-}" ] && [ ! -d "$DATA/truck" ]; then
-  "$PY" - "$SHARED/data/cifar10-train-jpeg.tar.gz" "$DATA" <<'PYEOF'
-import sys, tarfile
-from pathlib import Path
-tar, dest, per = sys.argv[1], Path(sys.argv[2]), 100
-counts = {}
-with tarfile.open(tar) as tf:
-    for m in tf:
-        parts = Path(m.name).parts
-        if not m.isfile() or "train" not in parts or not m.name.endswith(".jpg"):
-            continue
-        cls = parts[parts.index("train") + 1]
-        if counts.get(cls, 0) >= per:
-            continue
-        counts[cls] = counts.get(cls, 0) + 1
-        out = dest / cls / parts[-1]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(tf.extractfile(m).read())
-print(f"extracted {sum(counts.values())} images to {dest}")
-PYEOF
+  "$PY" -m distill.data.subset "$SHARED/data/cifar10-train-jpeg.tar.gz" "$DATA" 100
 fi
 
 # 2. the student checkpoint (real, or the placeholder) ------------------------------------------------------

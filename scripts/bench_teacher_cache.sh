@@ -22,23 +22,7 @@ export OMP_NUM_THREADS="$THREADS"
 DATA="$OUT/data/cifar_subset"
 mkdir -p "$OUT"
 if [ ! -d "$DATA/truck" ]; then
-  "$PY" - "$SHARED/data/cifar10-train-jpeg.tar.gz" "$DATA" "$(( (IMAGES + 9) / 10 ))" <<'PYEOF'
-import sys, tarfile
-from pathlib import Path
-tar, dest, per = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-counts = {}
-with tarfile.open(tar) as tf:
-    for m in tf:
-        parts = Path(m.name).parts
-        if not m.isfile() or not m.name.endswith(".jpg") or "train" not in parts or counts.get(parts[-2], 0) >= per:
-            continue
-        counts[parts[-2]] = counts.get(parts[-2], 0) + 1
-        out = dest / parts[-2] / parts[-1]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(tf.extractfile(m).read())
-        if len(counts) == 10 and min(counts.values()) >= per:
-            break
-PYEOF
+  "$PY" -m distill.data.subset "$SHARED/data/cifar10-train-jpeg.tar.gz" "$DATA" "$(( (IMAGES + 9) / 10 ))"
 fi
 run() {  # name, extra args
   local name="$1"; shift

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -24,26 +23,9 @@ def _require(path: Path) -> Path:
 
 
 def _extract_subset(tar_path: Path, dest: Path, per_class: int, prefix: str) -> Path:
-    """Extract the first ``per_class`` images of every class under ``prefix`` (streams the archive once)."""
-    counts: dict[str, int] = {}
-    with tarfile.open(tar_path) as tf:
-        for m in tf:
-            if not m.isfile() or not m.name.lower().endswith((".jpg", ".jpeg", ".png")):
-                continue
-            parts = Path(m.name).parts
-            if prefix not in parts:
-                continue
-            i = parts.index(prefix)
-            if len(parts) != i + 3:
-                continue
-            cls = parts[i + 1]
-            if counts.get(cls, 0) >= per_class:
-                continue
-            counts[cls] = counts.get(cls, 0) + 1
-            out = dest / cls / parts[-1]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
-    return dest
+    from distill.data.archive import extract_subset
+
+    return extract_subset(tar_path, dest, per_class, prefix)
 
 
 @pytest.fixture(scope="session")

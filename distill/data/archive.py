@@ -160,3 +160,29 @@ def resolve_image_dir(path: str | Path, cache_dir: str | Path | None = None) -> 
             raise DataError(f"{path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
         return extract_archive(path, Path(cache_dir) if cache_dir else None)
     return path
+
+
+def extract_subset(archive: str | Path, dest: str | Path, per_class: int, prefix: str = "train") -> Path:
+    """Extract the first ``per_class`` images of every class folder under ``prefix`` from an ImageFolder archive.
+
+    Streams the archive once, for benchmark inputs and test fixtures that need a few
+    real images per class rather than the whole extracted data set.
+    """
+    dest = Path(dest)
+    counts: dict[str, int] = {}
+    with tarfile.open(archive) as tf:
+        for m in tf:
+            parts = Path(m.name).parts
+            if not m.isfile() or prefix not in parts or len(parts) != parts.index(prefix) + 3 or not is_image_file(Path(m.name)):
+                continue
+            cls = parts[parts.index(prefix) + 1]
+            if counts.get(cls, 0) >= per_class:
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
+            out = dest / cls / parts[-1]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
+    if not counts:
+        raise DataError(f"no images under {prefix}/<class>/ in {archive}")
+    return dest
+

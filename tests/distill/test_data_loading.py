@@ -74,3 +74,15 @@ def test_infinite_loader_runs_past_one_pass(real_jpegs: list[Path]) -> None:
     seen = torch.cat([b[2] for b in batches]).tolist()
     again = iter(infinite_loader(ds, 4, seed=0, start_batch=2))
     assert next(again)[2].tolist() == seen[8:12]
+
+
+def test_extract_subset_and_its_command(cifar_tar, tmp_path) -> None:
+    from distill.data.archive import extract_subset
+    from distill.data.subset import main
+    from distill.errors import DataError
+
+    dest = extract_subset(cifar_tar, tmp_path / "sub", per_class=2)
+    assert sorted(len(list(d.iterdir())) for d in dest.iterdir()) == [2] * 10
+    with pytest.raises(DataError, match="no images under"):
+        extract_subset(cifar_tar, tmp_path / "none", per_class=1, prefix="validation")
+    assert main(["only-one-arg"]) == 2
