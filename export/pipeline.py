@@ -47,6 +47,22 @@ def variant_path(output: str | Path, precision: str) -> Path:
     return out.with_name(f"{out.stem if out.suffix else out.name}.{precision}{suffix}")
 
 
+def check_output_options(output: str | Path, opset: int | None, quantize: str | Iterable[str] | None,
+                         input_kind: str) -> tuple[Path, int, tuple[str, ...], dict[str, Path]]:
+    """Validate the options every exporter shares before any heavy work; returns (output, opset, precisions, paths)."""
+    output = Path(output)
+    opset = check_opset(opset)
+    precisions = check_quantize(_as_tuple(quantize), opset)
+    if input_kind not in INPUT_KINDS:
+        raise ExportError(f"unknown --input {input_kind!r}; choose float or uint8")
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"output {output} should end in .onnx")
+    paths = {"fp32": output, **{q: variant_path(output, q) for q in precisions}}
+    for p in paths.values():
+        check_writable(p)
+    return output, opset, precisions, paths
+
+
 def _as_tuple(q: str | Iterable[str] | None) -> tuple[str, ...]:
     if q is None:
         return ()
@@ -82,18 +98,9 @@ def export_onnx(
     from distill.cli_base import console
 
     say = console.print if verbose else (lambda *a, **k: None)
-    output = Path(output)
-    opset = check_opset(opset)
-    precisions = check_quantize(_as_tuple(quantize), opset)
-    if input_kind not in INPUT_KINDS:
-        raise ExportError(f"unknown --input {input_kind!r}; choose float or uint8")
     if blend is not None and blend not in ("logit", "prob"):
         raise ExportError(f"unknown --blend {blend!r}; choose logit or prob")
-    if output.suffix.lower() != ".onnx":
-        raise ExportError(f"output {output} should end in .onnx")
-    paths = {"fp32": output, **{q: variant_path(output, q) for q in precisions}}
-    for p in paths.values():
-        check_writable(p)
+    output, opset, precisions, paths = check_output_options(output, opset, quantize, input_kind)
 
     # Heavy imports only now (torch, the model zoo).
     from distill.checkpoint import load_checkpoint, preprocess_from_checkpoint, student_from_checkpoint

@@ -15,13 +15,9 @@ from typing import Any, Sequence
 
 from distill import __version__
 from distill.errors import ConfigError
-from distill.io import check_writable
 
-from .errors import ExportError
 from .metadata import ArtifactMetadata
-from .onnx_export import check_opset
-from .pipeline import INPUT_KINDS, ExportResult, _as_tuple, variant_path, write_verified
-from .quantize import check_quantize
+from .pipeline import ExportResult, check_output_options, write_verified
 
 DEFAULT_TEACHER_VERIFY_IMAGES = 200
 
@@ -75,16 +71,7 @@ def export_teacher_onnx(
     from distill.cli_base import console
 
     say = console.print if verbose else (lambda *a, **k: None)
-    output = Path(output)
-    opset = check_opset(opset)
-    precisions = check_quantize(_as_tuple(quantize), opset)
-    if input_kind not in INPUT_KINDS:
-        raise ExportError(f"unknown --input {input_kind!r}; choose float or uint8")
-    if output.suffix.lower() != ".onnx":
-        raise ExportError(f"output {output} should end in .onnx")
-    paths = {"fp32": output, **{q: variant_path(output, q) for q in precisions}}
-    for p in paths.values():
-        check_writable(p)
+    output, opset, precisions, paths = check_output_options(output, opset, quantize, input_kind)
 
     import torch
 
