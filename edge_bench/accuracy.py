@@ -11,9 +11,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from distill.data.archive import IMAGE_EXTENSIONS, find_images, is_image_file
 from distill.errors import DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
@@ -21,9 +21,9 @@ def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"image directory not found: {d}")
-    files = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = find_images(d)
     if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {d}")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {d}")
     return files[:limit] if limit else files
 
 
@@ -34,7 +34,7 @@ def labeled_images(directory: str | Path, limit_per_class: int | None = None) ->
         raise DataError(f"labeled data directory not found: {d}")
     out: list[tuple[Path, str]] = []
     for cls_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and is_image_file(p))
         out.extend((p, cls_dir.name) for p in files[:limit_per_class])
     if not out:
         raise DataError(f"no labeled images found in {d} (expected {d}/<class name>/<image>)")

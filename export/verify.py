@@ -16,13 +16,14 @@ import numpy as np
 from distill.preprocess import (ImageDecodeError, ImageTooLargeError, PreprocessSpec, normalize_uint8,
                                 preprocess_images)
 
+from distill.data.archive import IMAGE_EXTENSIONS, find_images
+
 from .errors import ExportError
 from .runtime import Artifact
 
 #: fp32 parity thresholds: max abs difference of the graph's outputs and top-1 agreement vs the torch model.
 MAX_ABS_DIFF = 1e-4
 MIN_AGREEMENT = 1.0
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 CHUNK = 64
 
 
@@ -48,9 +49,9 @@ def list_folder(folder: str | Path, class_names: Sequence[str] | None = None) ->
     root = Path(folder)
     if not root.is_dir():
         raise ExportError(f"image folder not found: {root}")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = find_images(root)
     if not files:
-        raise ExportError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise ExportError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
     labels: list[int] | None = None
     if class_names is not None:
         index = {n: i for i, n in enumerate(class_names)}

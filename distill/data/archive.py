@@ -27,6 +27,11 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def find_images(root: Path) -> list[Path]:
+    """Image files anywhere under ``root``, sorted (what export verification and benchmarks read)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+
+
 def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
