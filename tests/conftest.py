@@ -28,6 +28,24 @@ def _extract_subset(tar_path: Path, dest: Path, per_class: int, prefix: str) -> 
     return extract_subset(tar_path, dest, per_class, prefix)
 
 
+#: A randomly initialised open_clip model small enough for unit tests (no downloads): the CLIP path's test double.
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An open_clip model-config JSON that ``--teacher``/``TeacherConfig.name`` accept as a model name."""
+    import json
+
+    path = tmp_path_factory.mktemp("oc") / "distill-tiny-clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _require(SHARED)

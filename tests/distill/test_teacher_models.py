@@ -13,19 +13,6 @@ from distill.errors import CheckpointError, ConfigError, DataError, ModelError
 from distill.teachers import TeacherConfig, create_teacher, resolve_kind, teacher_logits_for
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("oc") / "distill-tiny-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return path
-
 
 def _clip(config: Path, classes: list[str], **kw: object) -> "torch.nn.Module":
     torch.manual_seed(0)

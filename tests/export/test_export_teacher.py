@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,8 @@ import pytest
 from export.runtime import load_artifact
 from export.teacher import export_teacher_onnx, resolve_class_names
 
-TINY_CLIP = {"embed_dim": 32,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-def test_open_clip_teacher_export(tmp_path: Path, cifar_small_dir: Path, real_jpegs):
-    cfg = tmp_path / "tiny-clip-export.json"
-    cfg.write_text(json.dumps(TINY_CLIP))
+def test_open_clip_teacher_export(tmp_path: Path, cifar_small_dir: Path, real_jpegs, tiny_clip_config: Path):
+    cfg = tiny_clip_config
     res = export_teacher_onnx(str(cfg), tmp_path / "teacher.onnx", teacher_kind="open_clip", templates="single",
                               calib_dir=cifar_small_dir, max_verify_images=30, verbose=False)
     art = load_artifact(res.output)

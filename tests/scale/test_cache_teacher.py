@@ -225,10 +225,9 @@ def _json_objects(text: str) -> list[str]:
     return out
 
 
-def test_prompt_names_keep_the_dataset_class_ids(cifar_small_dir: Path, tmp_path: Path) -> None:
+def test_prompt_names_keep_the_dataset_class_ids(cifar_small_dir: Path, tmp_path: Path, tiny_clip_config: Path) -> None:
     """ImageNet-style folders (n01440764, ...) + human prompt names: the store is keyed by the folder ids,
     so a training run over the same folders accepts it."""
-    import json
     import shutil
 
     from typer.testing import CliRunner
@@ -244,10 +243,7 @@ def test_prompt_names_keep_the_dataset_class_ids(cifar_small_dir: Path, tmp_path
             shutil.copy(jpg, folder / cid / jpg.name)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(ids) + "\n")  # human names, in the folders' (sorted id) order
-    config = tmp_path / "distill-tiny-clip.json"
-    config.write_text(json.dumps({"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64,
-                                  "patch_size": 16}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
-                                  "width": 64, "heads": 2, "layers": 1}}))
+    config = tiny_clip_config
     store = tmp_path / "store"
     res = CliRunner().invoke(app, ["cache-teacher", "--data", str(folder), "--teacher-kind", "open_clip",
                                    "--teacher", str(config), "--prompt-names", str(prompts), "--templates", "single",

@@ -1,25 +1,13 @@
-"""Tiny teachers for the open-vocabulary tests: a random CIFAR ResNet-8 classifier and a random open_clip model."""
+"""Tiny teachers for the open-vocabulary tests: a random CIFAR ResNet-8 classifier (the random open_clip model is
+tests/conftest.py's tiny_clip_config)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from distill.teachers.classifiers import CIFAR10_CLASSES as CIFAR
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("vl_oc") / "vl-tiny-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return path
 
 
 @pytest.fixture(scope="session")
