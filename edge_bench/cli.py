@@ -17,8 +17,6 @@ Commands
 ``merge``     ``merge A.json B.json --out DIR``: one report (table, CSV, markdown, plot) from several runs.
 ``overhead``  the harness's overhead against a bare timing loop (target < 2%) and repeat-run agreement.
 ``backends``  which backends can run here, and why not.
-``teacher-onnx``  export a teacher for latency tables (open_clip tower with random weights, or a CIFAR ResNet
-              with the shared weights) when ``distill export onnx --teacher`` is not available.
 ``env``       the environment record stored with every result (JSON on stdout).
 
 Examples::
@@ -333,21 +331,6 @@ def backends_cmd() -> None:
     for b in BACKENDS:
         reason = backend_unavailable_reason(b)
         typer.echo(f"{b:13s} {'available' if reason is None else 'skipped: ' + reason}")
-
-
-@app.command("teacher-onnx")
-def teacher_onnx_cmd(
-    name: str = typer.Option(..., "--teacher", help="open_clip model name (ViT-B-32) or cifar_resnet56."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output .onnx."),
-    kind: str = typer.Option("open_clip", "--teacher-kind", help="open_clip or cifar_resnet."),
-    weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights (default: random for open_clip)."),
-) -> None:
-    """Export a teacher to an artifact export.runtime loads (edge_bench's own helper, for latency tables)."""
-    from .teachers import export_teacher_artifact
-
-    if weights and not Path(weights).exists() and kind == "cifar_resnet":
-        raise ConfigError(f"teacher weights not found: {weights}")
-    typer.echo(json.dumps(export_teacher_artifact(kind, name, output, weights=weights), indent=2))
 
 
 @app.command("env")

@@ -72,16 +72,13 @@ S="$OUT/models/student.onnx"
 R56="$OUT/models/resnet56.onnx"
 if [ ! -f "$R56" ]; then
   export_ onnx --teacher cifar_resnet56 --teacher-kind cifar_resnet --teacher-weights "$SHARED/models/resnet56-4bfd9763.th" \
-      -o "$R56" --calib-dir "$DATA" --max-verify-images 200 \
-  || { echo "export's teacher export failed: using edge_bench's own torch.onnx helper"; bench teacher-onnx --teacher cifar_resnet56 --teacher-kind cifar_resnet \
-      --teacher-weights "$SHARED/models/resnet56-4bfd9763.th" -o "$R56"; }
+      -o "$R56" --calib-dir "$DATA" --max-verify-images 200
 fi
 VIT="$OUT/models/vitb32_random.onnx"
 if [ ! -f "$VIT" ]; then
-  # export's teacher export when it exists, else edge_bench's own torch.onnx helper (both: random weights)
+  # random weights: latency only
   export_ onnx --teacher ViT-B-32 --teacher-kind open_clip --class-names "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck" \
-      -o "$VIT" --calib-dir "$DATA" --templates single --max-verify-images 64 \
-  || { echo "export's teacher export failed: using edge_bench's own torch.onnx helper"; bench teacher-onnx --teacher ViT-B-32 --teacher-kind open_clip -o "$VIT"; }
+      -o "$VIT" --calib-dir "$DATA" --templates single --max-verify-images 64
 fi
 
 # 4. benchmarks (each bounded) ---------------------------------------------------------------------------------
