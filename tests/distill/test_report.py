@@ -1,0 +1,44 @@
+"""`distill report`: the results table from run directories, and its errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from distill.cli import app
+
+
+def _run(root: Path, name: str, method: str, seed: int, acc: float) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"seed: {seed}\n")
+    split = {"acc_ce": acc, "acc_kd": acc, "acc_blend_prob": acc, "acc_blend_logit": acc} if method == "dho" \
+        else {"acc_shared": acc}
+    (d / "summary.json").write_text(json.dumps({
+        "method": method, "steps": 10, "data": {"labeled": 50}, "student": {"arch": "cifar_resnet8"},
+        "val": split, "test": split, "teacher": {"val_acc": 0.9, "test_acc": 0.8}, "grad_conflict_mean": 0.5}))
+    (d / "metrics.jsonl").write_text(json.dumps({"event": "grad_conflict", "step": 5, "cosine": 0.5}) + "\n")
+    return d
+
+
+def test_table_means_over_seeds_and_plot(tmp_path: Path) -> None:
+    _run(tmp_path, "a", "dho", 0, 0.40)
+    _run(tmp_path, "b", "dho", 1, 0.42)
+    _run(tmp_path, "c", "ce+kd", 0, 0.30)
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--plot", str(tmp_path / "gc.png"),
+                                   "--out", str(tmp_path / "t.md")])
+    assert res.exit_code == 0, res.output
+    assert "| 50 | dho | 0,1 | 41.00 ± 1.41 |" in res.output and "| - | teacher | - | 80.00 |" in res.output
+    assert (tmp_path / "gc.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().startswith("| labeled")
+
+
+def test_no_runs_and_corrupt_summary_are_one_line_errors(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "no finished run directories" in res.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "summary.json").write_text("{not json")
+    res = CliRunner().invoke(app, ["report", str(bad)])
+    assert res.exit_code == 2 and "is not valid JSON" in res.output
