@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .loadtest import build_request, free_port, load_images, run_level, wait_ready
+from .loadtest import build_request, free_port, load_images, run_level, server_stack, wait_ready
 
 DEFAULT_CONFIGS = {
     "on": ["--max-batch", "32", "--max-wait-ms", "5", "--threads", "1"],
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         "rps": lr.throughput_rps, "server_cpu_ms": lr.server_cpu_ms_per_request,
                         "client_cpu_ms": (time.process_time() - c0) * 1e3 / args.requests, "p50_ms": lr.p50_ms,
                         "p99_ms": lr.p99_ms, "mean_batch": lr.mean_batch, "errors": lr.errors})
-        print(f"load average at end: {os.getloadavg()}")
+        print(f"load average at end: {os.getloadavg()}; server stack {server_stack()}")
         names = list(procs)
         for c in levels:
             for name in names:

@@ -1,15 +1,16 @@
 """Dynamic micro-batching: concurrent requests share one inference call.
 
 Requests submit their already-preprocessed images (an ``(n, ...)`` array) with :meth:`MicroBatcher.submit`.
-One collector task on the event loop coalesces queued submissions until ``max_batch`` images are gathered
-or the oldest one has waited ``max_wait_ms``; the batch is then run by a single worker thread (inference
-never runs on the event loop) and each submitter gets its own rows back.
+One inference thread takes queued submissions itself, coalescing them until ``max_batch`` images are gathered
+or the oldest one has waited ``max_wait_ms``, runs the batch (never on the event loop) and hands each submitter
+its own rows back through the loop. The thread picks up the next batch the moment the last one is done: it does
+not wait for the busy event loop to schedule a collector, which left the model idle between calls under load.
 
 * ``max_batch=1`` disables batching (every request is its own inference call, still off the loop).
-* ``adaptive_wait`` (default): the collector waits for a batch to fill only while other requests are
-  announced (being received or decoded, see :meth:`MicroBatcher.incoming`); a lone request is dispatched at
-  once, so batching adds no latency at low load, while under load batches form from the queue that builds
-  up during the previous inference call.
+* ``adaptive_wait`` (default): the thread waits for a batch to fill only while other requests are announced
+  (being received or decoded, see :meth:`MicroBatcher.incoming`); a lone request is run at once, so batching
+  adds no latency at low load, while under load batches form from the queue that builds up during the
+  previous inference call.
 * The queue is bounded in images (``queue_size``); a submission that does not fit raises :class:`QueueFull`
   (the route answers 503 with ``Retry-After``). :meth:`close` stops accepting work and drains what is queued.
 * A submission with more images than ``max_batch`` is run alone, in chunks of ``max_batch``.
@@ -22,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -65,7 +66,7 @@ class _Item:
 
 
 class BatchObserver:
-    """Hooks for metrics; the default does nothing."""
+    """Hooks for metrics; the default does nothing. Called from the inference thread too: keep them thread-safe."""
 
     def queue_depth(self, images: int) -> None: ...
 
@@ -81,12 +82,16 @@ class Arrival:
 
     def __init__(self, batcher: "MicroBatcher") -> None:
         self._batcher: Optional[MicroBatcher] = batcher
-        batcher._incoming += 1
+        with batcher._cv:
+            batcher._incoming += 1
 
     def done(self) -> None:
         if self._batcher is not None:
-            self._batcher._incoming -= 1
-            self._batcher = None
+            b, self._batcher = self._batcher, None
+            with b._cv:
+                b._incoming -= 1
+                if b._incoming == 0:
+                    b._cv.notify()  # a thread waiting for this arrival to fill its batch stops waiting
 
 
 class MicroBatcher:
@@ -109,56 +114,46 @@ class MicroBatcher:
         self.queue_size = queue_size
         self.adaptive_wait = adaptive_wait
         self._obs = observer or BatchObserver()
+        # Shared between the event loop and the inference thread, guarded by _cv.
+        self._cv = threading.Condition()
         self._items: deque[_Item] = deque()
         self._pending_images = 0
         self._incoming = 0
-        self._wakeup: Optional[asyncio.Event] = None
-        self._idle: Optional[asyncio.Event] = None
-        self._task: Optional[asyncio.Task] = None
-        self._executor: Optional[ThreadPoolExecutor] = None
         self._closing = False
         self._running_batch = False
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
         self.batches = 0
         self.images = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        if self._task is not None:
+        if self._thread is not None:
             return
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serve-infer")
-        self._task = asyncio.create_task(self._collect(), name="serve-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name="serve-infer", daemon=True)
+        self._thread.start()
 
     async def close(self, timeout: Optional[float] = 30.0) -> None:
-        """Stop taking work, let queued and running batches finish (up to ``timeout``), stop the worker."""
-        self._closing = True
-        if self._task is None:
+        """Stop taking work, let queued and running batches finish (up to ``timeout``), stop the thread."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        thread = self._thread
+        if thread is None:
             return
-        assert self._idle is not None and self._wakeup is not None
-        self._wakeup.set()
-        try:
-            await asyncio.wait_for(self._drained(), timeout)
-        except asyncio.TimeoutError:
+        await asyncio.to_thread(thread.join, timeout)
+        if thread.is_alive():
             log.warning("batcher: %d queued images not drained within %.1fs", self._pending_images, timeout or 0)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        for item in self._items:
+        with self._cv:
+            left = list(self._items)
+            self._items.clear()
+            self._pending_images = 0
+        for item in left:
             if not item.future.done():
                 item.future.set_exception(BatcherClosed("server is shutting down"))
-        self._items.clear()
-        self._pending_images = 0
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-        self._task = None
-
-    async def _drained(self) -> None:
-        assert self._idle is not None
-        while self._items or self._running_batch:
-            self._idle.clear()
-            await self._idle.wait()
+        await asyncio.sleep(0)  # results the thread handed over last are delivered before we return
+        self._thread = None
 
     def set_max_batch(self, n: int) -> None:
         """Lower (or restore) the batch limit, e.g. after auto batch sizing; at most the configured ``max_batch``."""
@@ -166,13 +161,13 @@ class MicroBatcher:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._closing
+        return self._thread is not None and not self._closing
 
     @property
     def queue_depth(self) -> int:
         return self._pending_images
 
-    # -- submitting --------------------------------------------------------------------------------------
+    # -- submitting (event loop) -------------------------------------------------------------------------
     @contextlib.contextmanager
     def incoming(self) -> Iterator["Arrival"]:
         """Announce a request that is being received/decoded and will probably submit soon (adaptive wait).
@@ -190,50 +185,46 @@ class MicroBatcher:
         return self._run(x)
 
     async def submit(self, x: np.ndarray, arrival: Optional["Arrival"] = None) -> BatchResult:
-        if arrival is not None:
-            arrival.done()
-        if self._closing or self._task is None:
-            self._obs.rejected("closed")
-            raise BatcherClosed("server is not accepting work")
         n = int(x.shape[0])
         if n == 0:
             raise ValueError("empty submission")
-        if self._pending_images + n > self.queue_size:
+        item = _Item(x, asyncio.get_running_loop().create_future())
+        with self._cv:
+            if self._closing or self._thread is None:
+                reason = "closed"
+            elif self._pending_images + n > self.queue_size:
+                reason = "queue_full"
+            else:
+                reason = ""
+                self._items.append(item)
+                self._pending_images += n
+                depth = self._pending_images
+                self._cv.notify()
+        if arrival is not None:
+            arrival.done()
+        if reason == "closed":
+            self._obs.rejected("closed")
+            raise BatcherClosed("server is not accepting work")
+        if reason == "queue_full":
             self._obs.rejected("queue_full")
             raise QueueFull(f"queue full ({self._pending_images} images waiting, limit {self.queue_size})")
-        item = _Item(x, asyncio.get_running_loop().create_future())
-        self._items.append(item)
-        self._pending_images += n
-        self._obs.queue_depth(self._pending_images)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._obs.queue_depth(depth)
         return await item.future
 
-    # -- the collector -----------------------------------------------------------------------------------
-    async def _wait(self, timeout: float) -> bool:
-        assert self._wakeup is not None
-        self._wakeup.clear()
-        try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
+    # -- the inference thread ----------------------------------------------------------------------------
     def _pop(self) -> _Item:
         item = self._items.popleft()
         self._pending_images -= item.n
         return item
 
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._wakeup is not None and self._idle is not None
-        while True:
+    def _next_batch(self) -> Optional[list[_Item]]:
+        """Block until there is work, then coalesce a batch (None: closing and nothing left). Holds ``_cv``."""
+        with self._cv:
+            self._running_batch = False
             while not self._items:
-                self._idle.set()
                 if self._closing:
-                    await asyncio.sleep(3600)  # close() cancels us
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                    return None
+                self._cv.wait()
             batch = [self._pop()]
             n = batch[0].n
             deadline = batch[0].enqueued + self.max_wait
@@ -241,50 +232,58 @@ class MicroBatcher:
                 if self._items:
                     if n + self._items[0].n > self.max_batch:
                         break
-                    item = self._pop()
-                    batch.append(item)
-                    n += item.n
+                    batch.append(self._pop())
+                    n += batch[-1].n
                     continue
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._closing:
+                if remaining <= 0 or self._closing or (self.adaptive_wait and self._incoming == 0):
                     break
-                if self.adaptive_wait and self._incoming == 0:
-                    break
-                if not await self._wait(remaining):
-                    break
-            self._obs.queue_depth(self._pending_images)
-            live = [it for it in batch if not it.future.done()]  # a cancelled request drops out
-            if live:
-                self._running_batch = True
-                try:
-                    await self._execute(loop, live)
-                finally:
-                    self._running_batch = False
+                self._cv.wait(remaining)
+            self._running_batch = True
+            depth = self._pending_images
+        self._obs.queue_depth(depth)
+        return batch
 
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
-        x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
-        n = int(x.shape[0])
-        started = time.perf_counter()
-        try:
-            out = await loop.run_in_executor(self._executor, self._run_chunked, x)
-        except Exception as e:  # noqa: BLE001 - handed to every waiter, the route turns it into a 500
-            log.exception("inference failed for a batch of %d images", n)
+    def _work(self) -> None:
+        assert self._loop is not None
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            batch = [it for it in batch if not it.future.done()]  # a cancelled request drops out
+            if not batch:
+                continue
+            x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
+            started = time.perf_counter()
+            try:
+                out: np.ndarray | BaseException = self._run_chunked(x)
+            except Exception as e:  # noqa: BLE001 - handed to every waiter, the route turns it into a 500
+                log.exception("inference failed for a batch of %d images", x.shape[0])
+                out = e
+            elapsed = time.perf_counter() - started
+            if not isinstance(out, BaseException):
+                self._obs.batch(int(x.shape[0]), len(batch), elapsed)
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, batch, out, started, elapsed)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                return
+
+    def _deliver(self, batch: list[_Item], out: np.ndarray | BaseException, started: float, elapsed: float) -> None:
+        """On the event loop: every submitter gets its rows (or the error)."""
+        if isinstance(out, BaseException):
             for it in batch:
                 if not it.future.done():
-                    it.future.set_exception(e)
+                    it.future.set_exception(out)
             return
-        elapsed = time.perf_counter() - started
+        n = int(out.shape[0])
         self.batches += 1
         self.images += n
-        self._obs.batch(n, len(batch), elapsed)
         row = 0
         for it in batch:
             rows = out[row : row + it.n]
             row += it.n
             if not it.future.done():
-                it.future.set_result(
-                    BatchResult(rows, (started - it.enqueued) * 1e3, elapsed * 1e3, n)
-                )
+                it.future.set_result(BatchResult(rows, (started - it.enqueued) * 1e3, elapsed * 1e3, n))
 
     def _run_chunked(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] <= self.max_batch:

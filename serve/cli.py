@@ -7,6 +7,7 @@ invalid model ends with one ``error:`` line and exit code 2 instead of a traceba
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 from pathlib import Path
@@ -42,6 +43,8 @@ def serve(
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads [ORT default]."),
     provider: Optional[list[str]] = typer.Option(None, "--provider", help="Execution provider (repeatable) [best available]."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls before ready [3]."),
+    loop: Optional[str] = typer.Option(None, "--loop", help="Event loop: auto, asyncio or uvloop [auto: uvloop if installed]."),
+    http: Optional[str] = typer.Option(None, "--http", help="HTTP parser: auto, h11 or httptools [auto: httptools if installed]."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level [info]."),
     access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request [on]."),
 ) -> None:
@@ -51,7 +54,7 @@ def serve(
         "adaptive_wait": adaptive_wait, "batch_sizing": batch_sizing, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
         "max_request_bytes": max_request_bytes, "max_pixels": max_pixels, "max_images_per_request": max_images,
         "default_top_k": top_k, "intra_op_threads": threads, "providers": provider or None, "warmup": warmup,
-        "log_level": log_level, "access_log": access_log,
+        "loop": loop, "http": http, "log_level": log_level, "access_log": access_log,
     }
     run_server({k: v for k, v in overrides.items() if v is not None})
 
@@ -69,6 +72,9 @@ def run_server(overrides: dict[str, Any]) -> None:
         fail(f"invalid setting {where}: {first['msg']} (option --{where.replace('_', '-')} or DISTILL_SERVE_{where.upper()})")
     if settings.model is None:
         fail("no model given: pass --model ARTIFACT or set DISTILL_SERVE_MODEL")
+    for option, impl in (("loop", settings.loop), ("http", settings.http)):
+        if impl in ("uvloop", "httptools") and importlib.util.find_spec(impl) is None:
+            fail(f"--{option} {impl}: {impl} is not installed (pip install '{impl}', or --{option} auto)")
 
     import uvicorn
 
@@ -87,7 +93,8 @@ def run_server(overrides: dict[str, Any]) -> None:
     app_ = create_app(settings, artifact=art)
     _exit_zero_on_stop_signals()
     uvicorn.run(
-        app_, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
+        app_, host=settings.host, port=settings.port, loop=settings.loop, http=settings.http,
+        log_level=settings.log_level, access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, server_header=False,
     )
 

@@ -226,6 +226,19 @@ def bare_runtime(model: Path, images: list[bytes], threads: Optional[int], n: in
     return out
 
 
+def server_stack() -> dict[str, Optional[str]]:
+    """The uvicorn event loop and HTTP parser versions ("auto" picks uvloop/httptools when installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, Optional[str]] = {}
+    for pkg in ("uvicorn", "uvloop", "httptools"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def environment(threads: Optional[int]) -> dict[str, Any]:
     import numpy
     import onnxruntime
@@ -241,7 +254,7 @@ def environment(threads: Optional[int]) -> dict[str, Any]:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__, "intra_op_threads": threads,
-            "client": "asyncio keep-alive HTTP/1.1 on the same machine (loopback)"}
+            **server_stack(), "client": "asyncio keep-alive HTTP/1.1 on the same machine (loopback)"}
 
 
 # -- the run ----------------------------------------------------------------------------------------------

@@ -74,6 +74,22 @@ def test_bad_setting_is_one_line(distill_like, tiny_artifact):
     assert "max_batch" in _one_error_line(result.output)
 
 
+def test_bad_loop_is_one_line(distill_like, tiny_artifact):
+    result = CliRunner().invoke(distill_like, ["serve", "--model", str(tiny_artifact), "--loop", "trio"])
+    assert result.exit_code == 2
+    assert "loop" in _one_error_line(result.output)
+
+
+def test_missing_uvloop_is_one_line(distill_like, tiny_artifact, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else real(name, *a))
+    result = CliRunner().invoke(distill_like, ["serve", "--model", str(tiny_artifact), "--loop", "uvloop"])
+    assert result.exit_code == 2
+    assert "uvloop is not installed" in _one_error_line(result.output)
+
+
 def test_help_when_mounted(distill_like):
     result = CliRunner().invoke(distill_like, ["serve", "--help"])
     assert result.exit_code == 0 and "--max-batch" in result.output and "--model" in result.output
