@@ -120,6 +120,50 @@ def test_inference_error_reaches_every_waiter_and_the_batcher_survives():
     assert asyncio.run(main()).output.shape == (1, 2)
 
 
+def test_adaptive_wait_runs_a_lone_request_at_once_and_stops_waiting_when_an_arrival_gives_up():
+    """max_wait is long (2 s); a batch waits only while an announced request may still submit."""
+
+    async def main():
+        b = MicroBatcher(_echo, max_batch=8, max_wait_ms=2000)
+        await b.start()
+        t0 = time.perf_counter()
+        await b.submit(_rows(1))  # nobody else announced: no waiting
+        lone = time.perf_counter() - t0
+        with b.incoming():  # announced, then gives up (a bad upload) without submitting
+            t1 = time.perf_counter()
+            waiting = asyncio.create_task(b.submit(_rows(1)))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # held for the announced request
+        await waiting
+        after_give_up = time.perf_counter() - t1
+        with b.incoming() as arrival:  # announced and submits: both share one call
+            first = asyncio.create_task(b.submit(_rows(1)))
+            await asyncio.sleep(0.02)
+            second = await b.submit(_rows(1, start=5), arrival)
+        await first
+        await b.close()
+        return lone, after_give_up, second.batch_size
+
+    lone, after_give_up, shared = asyncio.run(main())
+    assert lone < 0.5 and after_give_up < 1.0 and shared == 2
+
+
+def test_close_without_start_and_submit_after_close():
+    async def main():
+        b = MicroBatcher(_echo, max_batch=2)
+        await b.close()  # never started: nothing to drain
+        with pytest.raises(BatcherClosed):
+            await b.submit(_rows(1))
+        await b.start()
+        await b.close()
+        with pytest.raises(BatcherClosed):
+            await b.submit(_rows(1))
+        with pytest.raises(ValueError):
+            await b.submit(np.zeros((0, 2), np.float32))
+
+    asyncio.run(main())
+
+
 # -- through the app ------------------------------------------------------------------------------------
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
