@@ -115,6 +115,31 @@ def markdown_table(rows: list[RunRow]) -> str:
     return "\n".join(lines)
 
 
+def paired_differences(rows: list[RunRow], method: str = "dho") -> str:
+    """``method`` minus each other method, seed by seed (same seed: same initialisation, batch order and
+    augmentation), as a markdown table. Pairing removes the seed-to-seed spread the methods share, so it
+    separates smaller differences than comparing two means does. Empty when no seed is shared."""
+    by_key: dict[tuple[str, int, int], dict[str, dict[int, float]]] = {}
+    for r in rows:
+        by_key.setdefault((r.arch, r.steps, r.labeled), {}).setdefault(r.method, {})[r.seed] = r.scores["final"]
+    lines = [f"| labeled | {method} minus | seeds | difference (points) | per seed | {method} ahead |",
+             "|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    for (_, _, labeled), methods in sorted(by_key.items()):
+        ours = methods.get(method)
+        if not ours:
+            continue
+        for other in sorted((m for m in methods if m != method), key=lambda m: order.get(m, 99)):
+            seeds = sorted(set(ours) & set(methods[other]))
+            if not seeds:
+                continue
+            diffs = [100 * (ours[s] - methods[other][s]) for s in seeds]
+            spread = f" ± {statistics.stdev(diffs):.2f}" if len(diffs) > 1 else ""
+            lines.append(f"| {labeled} | {other} | {','.join(map(str, seeds))} | {statistics.mean(diffs):+.2f}{spread} | "
+                         f"{', '.join(f'{d:+.2f}' for d in diffs)} | {sum(d > 0 for d in diffs)} of {len(diffs)} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def grad_conflict_series(run_dir: Path) -> list[tuple[int, float]]:
     """(step, cosine) pairs from a run's metrics.jsonl."""
     out = []

@@ -17,10 +17,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Aggregate finished runs into a markdown table of test accuracy (selection on val, report on test)."""
         from ..io import atomic_write_text
-        from ..report import find_runs, markdown_table, plot_grad_conflict
+        from ..report import find_runs, markdown_table, paired_differences, plot_grad_conflict
 
         rows = find_runs(runs)
         table = markdown_table(rows)
+        paired = paired_differences(rows)
+        if paired:
+            table += "\n\nDHO minus each baseline, paired by seed (test top-1, percentage points):\n\n" + paired
         typer.echo(table)
         if out:
             atomic_write_text(out, table + "\n")

@@ -32,6 +32,7 @@ def test_table_means_over_seeds_and_plot(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "| 50 | dho | 0,1 | 41.00 ± 1.41 |" in res.output and "| - | teacher | - | 80.00 |" in res.output
     assert (tmp_path / "gc.png").stat().st_size > 0 and (tmp_path / "t.md").read_text().startswith("| labeled")
+    assert "| 50 | ce+kd | 0 | +10.00 | +10.00 | 1 of 1 |" in res.output  # paired by seed: only seed 0 is shared
 
 
 def test_no_runs_and_corrupt_summary_are_one_line_errors(tmp_path: Path) -> None:
