@@ -7,6 +7,7 @@ term           definition (s: student embeddings, t: teacher image embeddings, E
 ``mse``        mean_i |s_i - t_i|^2  (= 2 - 2 cos for unit vectors; summed over dimensions, so its scale
                does not shrink with the embedding size)   all images
 ``imcst``      [CE(s t^T / tau, i) + CE(t s^T / tau, i)] / 2, in-batch positives on the diagonal   all images
+               (under DDP the batch is the global one: rows are gathered from every rank)
 ``vlprox``     KL(softmax(t E_k^T / tau) || softmax(s E_k^T / tau)) over the teacher's top-k seen labels E_k,
                only on labeled images the teacher classifies correctly (argmax over the seen labels)
 =============  ============================================================================================
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 
@@ -30,10 +32,31 @@ def mse_loss(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (s.float() - t.float()).pow(2).sum(-1).mean()
 
 
+def _all_rows(x: torch.Tensor, with_grad: bool) -> tuple[torch.Tensor, int]:
+    """Every rank's rows in rank order and where this rank's start; ``(x, 0)`` outside torch.distributed.
+
+    Ranks hold equal batches (``RankSliceSampler``). ``with_grad``: the gather is differentiable, so each rank's
+    loss also reaches the rows of the others (DDP's gradient average then equals the full-batch gradient)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    if with_grad:
+        from torch.distributed.nn.functional import all_gather
+
+        parts = list(all_gather(x.contiguous()))
+    else:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts), dist.get_rank() * len(x)
+
+
 def im_cst_loss(s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
-    logits = s.float() @ t.float().T / tau
-    target = torch.arange(len(s), device=s.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    """In-batch contrastive loss over the *global* batch: under DDP each rank's rows are contrasted with every
+    rank's rows (as one process with the whole batch would), not only with its own share of negatives."""
+    s, t = s.float(), t.float()
+    s_all, offset = _all_rows(s, with_grad=True)
+    t_all, _ = _all_rows(t.detach(), with_grad=False)  # the teacher is fixed
+    target = torch.arange(len(s), device=s.device) + offset
+    return 0.5 * (F.cross_entropy(s @ t_all.T / tau, target) + F.cross_entropy(t @ s_all.T / tau, target))
 
 
 def vlprox_loss(s: torch.Tensor, t: torch.Tensor, class_emb: torch.Tensor, y: torch.Tensor, tau: float,
