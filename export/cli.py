@@ -36,7 +36,7 @@ def onnx_cmd(
     calib_dir: Optional[Path] = typer.Option(None, "--calib-dir", help="Real images (ImageFolder or flat folder) for int8 calibration, and for verification when the checkpoint's validation images are not here."),
     verify_dir: Optional[Path] = typer.Option(None, "--verify-dir", help="Verify on these images instead of the checkpoint's validation split."),
     max_verify_images: int = typer.Option(1000, "--max-verify-images", min=1, help="At most this many verification images."),
-    quantize: Optional[List[str]] = typer.Option(None, "--quantize", "-q", help="Extra variants: fp16, int8 (repeat or comma-separate)."),
+    quantize: Optional[List[str]] = typer.Option(None, "--quantize", "-q", help="Extra variants: fp16, int8 (tuned for onnxruntime CPUs), int8-trt (for TensorRT) (repeat or comma-separate)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Clean the graph with onnxslim."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Export a teacher instead: cifar_resnet56, a timm name, an open_clip name or config .json."),
     teacher_kind: str = typer.Option("auto", "--teacher-kind", help="auto, cifar_resnet, timm or open_clip."),

@@ -58,6 +58,7 @@ class ArtifactMetadata(BaseModel):
     alpha: float | None = None
     beta: float | None = None
     precision: Precision = "fp32"
+    quantization: str | None = None  # int8 only: the export.quantize configuration ("cpu", "tensorrt")
     opset: int | None = None
     verification: dict[str, Any] | None = None
     checkpoint_sha256: str | None = None
@@ -115,7 +116,7 @@ class ArtifactMetadata(BaseModel):
 
 
 _PLAIN_STRING_FIELDS = {"kind", "model_name", "input_kind", "input_name", "output_kind", "blend", "precision",
-                        "checkpoint_sha256", "tool_version", "labels_file"}
+                        "quantization", "checkpoint_sha256", "tool_version", "labels_file"}
 
 
 def _is_plain_string(key: str) -> bool:

@@ -19,7 +19,7 @@ from distill.io import atomic_path, check_writable, sha256_file
 from .errors import ExportError, VerificationError
 from .metadata import ArtifactMetadata, write_metadata
 from .onnx_export import check_opset
-from .quantize import check_quantize
+from .quantize import check_quantize, needs_calibration
 
 INPUT_KINDS = ("float", "uint8")
 DEFAULT_MAX_CALIB_IMAGES = 256
@@ -30,7 +30,7 @@ class ExportResult:
     """What :func:`export_onnx` wrote and why."""
 
     output: Path
-    paths: dict[str, Path]                 # precision -> file ("fp32", "fp16", "int8")
+    paths: dict[str, Path]                 # variant -> file ("fp32", "fp16", "int8", "int8-trt")
     metadata: ArtifactMetadata             # the fp32 artifact's metadata (verification included)
     report: dict[str, Any]                 # the verification report stored in every artifact
     blend: str | None = None
@@ -41,7 +41,7 @@ class ExportResult:
 
 
 def variant_path(output: str | Path, precision: str) -> Path:
-    """``model.onnx`` -> ``model.fp16.onnx`` / ``model.int8.onnx`` (next to the fp32 file)."""
+    """``model.onnx`` -> ``model.fp16.onnx`` / ``model.int8.onnx`` / ``model.int8-trt.onnx`` (next to the fp32 file)."""
     out = Path(output)
     suffix = out.suffix or ".onnx"
     return out.with_name(f"{out.stem if out.suffix else out.name}.{precision}{suffix}")
@@ -211,7 +211,7 @@ def export_onnx(
         say(f"embedding student: {labelset.embed_dim}-d output; classifier = label set {labels_file.name} "
             f"({len(labelset)} classes, tau={labelset.tau:g})")
     calib = None
-    if "int8" in precisions:
+    if needs_calibration(precisions):
         calib = _calibration_inputs(ckpt, class_names, spec, input_kind, calib_dir, verify_dir, data, max_calib_images)
     report = write_verified(model, meta, paths, export_module, data, reference=reference, extra=extra,
                             calib=calib, say=say, verbose=verbose, labels=labelset)
@@ -233,7 +233,7 @@ def write_verified(model: Any, meta: ArtifactMetadata, paths: dict[str, Path], t
     """Verify the fp32 model (and build/verify variants) on temporary files; publish all files only if fp32 passes."""
     import onnx
 
-    from .quantize import to_fp16, to_int8
+    from .quantize import INT8_VARIANTS, to_fp16, to_int8
     from .runtime import load_artifact
     from .verify import print_report, public_report, verify_fp32, verify_variant
 
@@ -253,8 +253,12 @@ def write_verified(model: Any, meta: ArtifactMetadata, paths: dict[str, Path], t
             report["variants"] = {}
         for q in [k for k in paths if k != "fp32"]:
             say(f"building {q} variant ...")
-            vmodel = to_fp16(model) if q == "fp16" else to_int8(model, calib if calib is not None else data.inputs(meta.input_kind, meta.preprocess), meta.input_name)
-            vmeta = meta.model_copy(update={"precision": q})
+            if q == "fp16":
+                vmodel, vmeta = to_fp16(model), meta.model_copy(update={"precision": "fp16"})
+            else:
+                inputs = calib if calib is not None else data.inputs(meta.input_kind, meta.preprocess)
+                vmodel = to_int8(model, inputs, meta.input_name, config=INT8_VARIANTS[q])
+                vmeta = meta.model_copy(update={"precision": "int8", "quantization": INT8_VARIANTS[q]})
             onnx.save(write_metadata(vmodel, vmeta), tmp[q])
             vart = load_artifact(tmp[q], providers=cpu, labels=labels)
             report["variants"][q] = verify_variant(vart, fp32_probs, data) | {"file": paths[q].name}

@@ -18,6 +18,7 @@ from distill.errors import ConfigError
 
 from .metadata import ArtifactMetadata
 from .pipeline import ExportResult, check_output_options, write_verified
+from .quantize import needs_calibration
 
 DEFAULT_TEACHER_VERIFY_IMAGES = 200
 
@@ -111,7 +112,7 @@ def export_teacher_onnx(
         tool_version=__version__,
     )
     calib = None
-    if "int8" in precisions:
+    if needs_calibration(precisions):
         calib = data.inputs(input_kind, spec)
     # CLIP logits are 100 * cosine (|logit| up to 100): parity is judged relative to the logit scale.
     report = write_verified(proto, meta, paths, module, data, calib=calib, say=say, verbose=verbose,

@@ -6,7 +6,8 @@ TensorRT 10 vs 11 (say which path ran, in the command output and in the sidecar'
 
 * 11.x builds strongly typed networks only (the weak-typing flags ``BuilderFlag.FP16/INT8`` are gone): the
   precision comes from the ONNX graph, so ``--precision fp16`` needs the fp16 ONNX (``model.fp16.onnx``) and
-  ``--precision int8`` the Q/DQ ONNX (``model.int8.onnx``).
+  ``--precision int8`` the TensorRT Q/DQ ONNX (``model.int8-trt.onnx``, from ``--quantize int8-trt``; the default
+  ``model.int8.onnx`` has uint8 activations for onnxruntime CPUs and is refused).
 * 10.x: an fp32 ONNX with ``--precision fp16`` uses the ``FP16`` builder flag (weakly typed, TensorRT may pick
   fp16 kernels); an fp16 ONNX is built strongly typed; int8 always uses the Q/DQ ONNX (explicit quantisation,
   with the ``INT8`` flag on a weakly typed network: implicit calibration is deprecated in 10 and gone in 11).
@@ -175,7 +176,7 @@ def plan_build(trt_version: str, requested: str, onnx_precision: str, flag_names
     if requested not in PRECISIONS:
         raise ExportError(f"unknown --precision {requested!r}; choose {', '.join(PRECISIONS)}")
     variant = {"fp16": "the fp16 ONNX (model.fp16.onnx, from --quantize fp16)",
-               "int8": "the Q/DQ int8 ONNX (model.int8.onnx, from --quantize int8)", "fp32": "the fp32 ONNX"}
+               "int8": "the TensorRT Q/DQ int8 ONNX (model.int8-trt.onnx, from --quantize int8-trt)", "fp32": "the fp32 ONNX"}
     if major >= 11:
         if onnx_precision != requested:
             raise ExportError(
@@ -201,6 +202,16 @@ def plan_build(trt_version: str, requested: str, onnx_precision: str, flag_names
     return False, [], f"TensorRT {trt_version}: fp32 network"
 
 
+def check_trt_int8(meta: Any, onnx_path: Path) -> None:
+    """TensorRT's explicit quantisation takes int8 activations with zero point 0 only; the default ``int8``
+    variant has uint8 activations (what onnxruntime fuses fastest on CPUs), so TensorRT gets ``int8-trt``."""
+    if meta.precision == "int8" and meta.quantization != "tensorrt":
+        raise ExportError(
+            f"{onnx_path.name} is quantised for onnxruntime on CPUs (configuration {meta.quantization or 'cpu'}: uint8 "
+            "activations); TensorRT needs int8 activations with zero point 0: export with --quantize int8-trt and "
+            "build from model.int8-trt.onnx")
+
+
 def build_engine(onnx_path: str | Path, output: str | Path, *, precision: str = "fp32", min_batch: int = 1,
                  opt_batch: int = 8, max_batch: int = 32, workspace_gb: float = 2.0) -> dict[str, Any]:
     """Build a TensorRT engine with a dynamic-batch optimisation profile; write it and its sidecar atomically."""
@@ -212,6 +223,7 @@ def build_engine(onnx_path: str | Path, output: str | Path, *, precision: str = 
     check_writable(output)
     check_writable(sidecar_path(output))
     meta = read_metadata(onnx_path)  # ArtifactError when it is not one of ours
+    check_trt_int8(meta, onnx_path)
     trt = import_tensorrt()
     gpu = gpu_info()
     flag_names = set(getattr(trt.BuilderFlag, "__members__", {}) or [n for n in dir(trt.BuilderFlag) if n.isupper()])

@@ -114,13 +114,15 @@ def test_opset_17_uses_the_torchscript_path(tiny_checkpoint: Path, tmp_path: Pat
 
 def test_fp16_and_int8_variants_with_report(tiny_checkpoint: Path, tmp_path: Path, cifar_small_dir: Path):
     out = tmp_path / "m.onnx"
-    res = export_onnx(tiny_checkpoint, out, quantize=("fp16", "int8"), calib_dir=cifar_small_dir,
+    res = export_onnx(tiny_checkpoint, out, quantize=("fp16", "int8", "int8-trt"), calib_dir=cifar_small_dir,
                       max_verify_images=60, verbose=False)
-    assert res.paths == {"fp32": out, "fp16": tmp_path / "m.fp16.onnx", "int8": tmp_path / "m.int8.onnx"}
+    assert res.paths == {"fp32": out, "fp16": tmp_path / "m.fp16.onnx", "int8": tmp_path / "m.int8.onnx",
+                         "int8-trt": tmp_path / "m.int8-trt.onnx"}
     variants = res.report["variants"]
-    for q in ("fp16", "int8"):
+    for q in ("fp16", "int8", "int8-trt"):
         art = load_artifact(res.paths[q])
-        assert art.meta.precision == q
+        assert art.meta.precision == q.split("-")[0]
+        assert art.meta.quantization == {"fp16": None, "int8": "cpu", "int8-trt": "tensorrt"}[q]
         assert art.meta.verification["variants"][q]["top1_agreement_fp32"] == variants[q]["top1_agreement_fp32"]
         assert art.meta.input_kind == "float"
         assert variants[q]["accuracy"] is not None and variants[q]["dynamic_batch_ok"]
@@ -139,5 +141,10 @@ def test_fp16_and_int8_variants_with_report(tiny_checkpoint: Path, tmp_path: Pat
     act_zp = {inits[n.input[2]].data_type for n in int8.graph.node if n.op_type == "QuantizeLinear"}
     assert act_zp == {onnx.TensorProto.UINT8}
     assert {d.domain for d in int8.opset_import} <= {"", "ai.onnx", "com.microsoft"}
-    assert load_artifact(out).meta.verification["variants"].keys() == {"fp16", "int8"}
+    # "int8-trt": what TensorRT's explicit quantisation takes, int8 everywhere with zero point 0
+    trt = onnx.load(str(res.paths["int8-trt"]))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in trt.graph.initializer}
+    zps = [inits[n.input[2]] for n in trt.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    assert load_artifact(out).meta.verification["variants"].keys() == {"fp16", "int8", "int8-trt"}
     assert not list(tmp_path.glob(".*.tmp"))

@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -181,6 +182,18 @@ def test_build_flow_with_fake_tensorrt(version, tiny_artifact: Path, tmp_path: P
     else:
         ets.build_engine(tiny_artifact, out, precision="fp16")
         assert calls["flags"] == ["FP16"]
+
+
+def test_cpu_int8_onnx_is_refused_with_the_way_out(tiny_artifact: Path, tmp_path: Path):
+    """The default int8 variant (uint8 activations) cannot become a TensorRT engine: say which file can."""
+    from export.metadata import read_metadata, write_metadata
+
+    model = onnx.load(str(tiny_artifact))
+    meta = read_metadata(tiny_artifact).model_copy(update={"precision": "int8", "quantization": "cpu"})
+    onnx.save(write_metadata(model, meta), tmp_path / "m.int8.onnx")
+    with pytest.raises(ExportError, match="--quantize int8-trt"):
+        ets.build_engine(tmp_path / "m.int8.onnx", tmp_path / "m.engine", precision="int8")
+    assert not (tmp_path / "m.engine").exists()
 
 
 def test_bad_batch_profile(tiny_artifact: Path, tmp_path: Path):
