@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from .errors import ConfigError
 
 METHOD_ORDER = ("ce", "kd", "ce+kd", "dho")
+_METHOD_RANK = {m: i for i, m in enumerate(METHOD_ORDER)}  # unknown methods sort last
 
 
 @dataclass
@@ -96,8 +97,7 @@ def markdown_table(rows: list[RunRow]) -> str:
     groups: dict[tuple[str, int, int, str], list[RunRow]] = {}
     for r in rows:  # only runs with the same student, budget and labels are averaged together
         groups.setdefault((r.arch, r.steps, r.labeled, r.method), []).append(r)
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    for (_, _, labeled, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], order.get(kv[0][3], 99))):
+    for (_, _, labeled, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], _METHOD_RANK.get(kv[0][3], 99))):
         rs.sort(key=lambda r: r.seed)
         finals = [r.scores["final"] for r in rs]
         heads = ""
@@ -124,12 +124,11 @@ def paired_differences(rows: list[RunRow], method: str = "dho") -> str:
         by_key.setdefault((r.arch, r.steps, r.labeled), {}).setdefault(r.method, {})[r.seed] = r.scores["final"]
     lines = [f"| labeled | {method} minus | seeds | difference (points) | per seed | {method} ahead |",
              "|---|---|---|---|---|---|"]
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
     for (_, _, labeled), methods in sorted(by_key.items()):
         ours = methods.get(method)
         if not ours:
             continue
-        for other in sorted((m for m in methods if m != method), key=lambda m: order.get(m, 99)):
+        for other in sorted((m for m in methods if m != method), key=lambda m: _METHOD_RANK.get(m, 99)):
             seeds = sorted(set(ours) & set(methods[other]))
             if not seeds:
                 continue

@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from ..errors import DataError
 from ..io import atomic_write_json
 from ..preprocess import ImageDecodeError, ImageTooLargeError, load_image
-from .archive import is_image_file
+from .archive import find_images
 
 log = logging.getLogger(__name__)
 _SCAN_FORMAT = 1
@@ -50,11 +50,6 @@ def list_class_folders(root: Path) -> list[str]:
         raise DataError(f"cannot read dataset folder {root}: {e.strerror or e}") from None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.rglob("*") if p.is_file() and is_image_file(p)]
-    return sorted(files)
-
-
 def list_image_folder(root: Path, class_names: Sequence[str] | None = None) -> tuple[list[str], list[Sample]]:
     """All images of an ImageFolder (unverified), labels by sorted class folder; an empty class is an error."""
     root = Path(root)
@@ -65,7 +60,7 @@ def list_image_folder(root: Path, class_names: Sequence[str] | None = None) -> t
         raise DataError(f"no class folders in {root} (expected root/<class>/<image>)")
     samples: list[Sample] = []
     for label, name in enumerate(names):
-        files = _image_files(root / name)
+        files = find_images(root / name)
         if not files:
             raise DataError(f"class {name!r} has no images in {root / name}")
         samples.extend(Sample(p, label) for p in files)
@@ -77,7 +72,7 @@ def list_unlabeled_folder(root: Path) -> list[Sample]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"unlabeled image folder not found: {root}")
-    files = _image_files(root)
+    files = find_images(root)
     if not files:
         raise DataError(f"no images found in unlabeled folder {root}")
     return [Sample(p, -1) for p in files]
