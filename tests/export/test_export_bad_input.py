@@ -56,9 +56,10 @@ def test_unsupported_opset(tiny_checkpoint: Path, tmp_path: Path, opset: int):
         export_onnx(tiny_checkpoint, tmp_path / "m.onnx", opset=opset)
 
 
-def test_int8_needs_qdq_opset(tiny_checkpoint: Path, tmp_path: Path):
-    with pytest.raises(ExportError, match="opset <= 20"):
-        export_onnx(tiny_checkpoint, tmp_path / "m.onnx", opset=21, quantize=("int8",))
+@pytest.mark.parametrize("variant", ["int8", "int8-trt"])
+def test_int8_needs_qdq_opset(tiny_checkpoint: Path, tmp_path: Path, variant: str):
+    with pytest.raises(ExportError, match=f"--quantize {variant} needs --opset <= 20"):
+        export_onnx(tiny_checkpoint, tmp_path / "m.onnx", opset=21, quantize=(variant,))
 
 
 @pytest.mark.parametrize("kw,match", [({"input_kind": "rgb"}, "--input"), ({"blend": "avg"}, "--blend"),
