@@ -149,8 +149,14 @@ def grad_conflict_series(run_dir: Path) -> list[tuple[int, float]]:
     return out
 
 
+def _moving_average(values: tuple[float, ...], k: int) -> list[float]:
+    k = max(1, min(k, len(values)))
+    return [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
+
+
 def plot_grad_conflict(rows: list[RunRow], out_png: Path, smooth: int = 5) -> Path:
-    """Overlay the CE/KD backbone-gradient cosine of every run that logged it (one colour per method)."""
+    """The CE/KD backbone-gradient cosine of every run that logged it: one panel per label budget (the curves of
+    different budgets are not comparable), one colour per method, one line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -159,24 +165,25 @@ def plot_grad_conflict(rows: list[RunRow], out_png: Path, smooth: int = 5) -> Pa
     from .io import atomic_path
 
     colours = {"dho": "tab:blue", "ce+kd": "tab:red"}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
-        series = grad_conflict_series(r.path)
-        if not series:
-            continue
-        steps, cos = zip(*series)
-        k = max(1, min(smooth, len(cos)))
-        smoothed = [sum(cos[max(0, i - k + 1): i + 1]) / len(cos[max(0, i - k + 1): i + 1]) for i in range(len(cos))]
-        ax.plot(steps, smoothed, color=colours.get(r.method, "tab:gray"), alpha=0.8,
-                label=f"{r.method} ({r.labeled} labels, seed {r.seed})")
-    if not ax.lines:
-        ax.text(0.5, 0.5, "no run logged the gradient-conflict diagnostic", ha="center", transform=ax.transAxes)
-    ax.axhline(0.0, color="black", lw=0.6)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"cos(grad CE, grad KD) on backbone (moving avg {smooth})")
-    ax.set_title("Gradient conflict: DHO (separate heads) vs single-head CE+KD")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    series = {id(r): grad_conflict_series(r.path) for r in rows}
+    budgets = sorted({r.labeled for r in rows if series[id(r)]}) or [0]
+    fig, axes = plt.subplots(1, len(budgets), figsize=(7 * len(budgets), 4), sharey=True, squeeze=False)
+    for ax, budget in zip(axes[0], budgets):
+        for r in sorted(rows, key=lambda r: (_METHOD_RANK.get(r.method, len(METHOD_ORDER)), r.seed)):
+            if r.labeled != budget or not series[id(r)]:
+                continue
+            steps, cos = zip(*series[id(r)])
+            ax.plot(steps, _moving_average(cos, smooth), color=colours.get(r.method, "tab:gray"), alpha=0.8,
+                    label=f"{r.method} (seed {r.seed})")
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no run logged the gradient-conflict diagnostic", ha="center", transform=ax.transAxes)
+        else:
+            ax.set_title(f"{budget} labeled images")
+            ax.legend(fontsize=7)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel(f"cos(grad CE, grad KD) on backbone (moving avg {smooth})")
+    fig.suptitle("Gradient conflict: DHO (separate heads) vs single-head CE+KD")
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

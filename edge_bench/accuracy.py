@@ -11,19 +11,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distill.data.archive import IMAGE_EXTENSIONS, find_images, is_image_file
+from distill.data.archive import is_image_file, require_images
 from distill.errors import DataError
 
 
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
     """Image files under ``directory`` (recursive, sorted); a missing or image-less directory is an error."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise DataError(f"image directory not found: {d}")
-    files = find_images(d)
-    if not files:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {d}")
+    files = require_images(directory, DataError)
     return files[:limit] if limit else files
 
 

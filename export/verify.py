@@ -16,7 +16,7 @@ import numpy as np
 from distill.preprocess import (ImageDecodeError, ImageTooLargeError, PreprocessSpec, normalize_uint8,
                                 preprocess_images)
 
-from distill.data.archive import IMAGE_EXTENSIONS, find_images
+from distill.data.archive import require_images
 
 from .errors import ExportError
 from .runtime import Artifact
@@ -47,11 +47,7 @@ class VerifyData:
 def list_folder(folder: str | Path, class_names: Sequence[str] | None = None) -> tuple[list[Path], list[int] | None]:
     """Images of an ImageFolder (labels by class name when every sub-folder is a known class) or a flat folder."""
     root = Path(folder)
-    if not root.is_dir():
-        raise ExportError(f"image folder not found: {root}")
-    files = find_images(root)
-    if not files:
-        raise ExportError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}")
+    files = require_images(root, ExportError)
     labels: list[int] | None = None
     if class_names is not None:
         index = {n: i for i, n in enumerate(class_names)}

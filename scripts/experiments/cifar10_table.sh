@@ -3,6 +3,7 @@
 # 1% and 10% labels, teacher = the shared ResNet-56 (logits cached once), on a CPU.
 #   bash scripts/experiments/cifar10_table.sh            # all runs, 2 at a time (1 torch thread each)
 #   FRACTIONS="0.01" SEEDS="0 1" bash scripts/experiments/cifar10_table.sh
+#   DATA=/path/to/shifted OUT=runs/cifar10_invert bash scripts/experiments/cifar10_table.sh   # another image root
 # Then: distill report runs/cifar10 --plot docs/figures/grad_conflict.png
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,8 @@ SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"dho ce+kd kd ce"}
 PARALLEL=${PARALLEL:-2}
 OUT=${OUT:-runs/cifar10}
+DATA=${DATA:-}   # empty: the config's data.root (the shared CIFAR-10 archive)
+data_arg=""; [ -n "$DATA" ] && data_arg="--data $DATA"
 mkdir -p "$OUT"
 jobs=()
 for frac in $FRACTIONS; do
@@ -22,7 +25,7 @@ for frac in $FRACTIONS; do
       name="${STUDENT}_${STEPS}s_l${frac}_${method/+/-}_s${seed}"
       [ -f "$OUT/$name/summary.json" ] && grep -q '"completed": true' "$OUT/$name/summary.json" && continue
       resume=""; [ -f "$OUT/$name/last.pt" ] && resume="--resume"
-      jobs+=("$DISTILL train --config configs/cifar10_dho.yaml --student $STUDENT --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --threads 1 --eval-every 200 --grad-conflict-every 25 --no-progress --out $OUT/$name $resume")
+      jobs+=("$DISTILL train --config configs/cifar10_dho.yaml $data_arg --student $STUDENT --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --threads 1 --eval-every 200 --grad-conflict-every 25 --no-progress --out $OUT/$name $resume")
     done
   done
 done

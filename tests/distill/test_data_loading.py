@@ -86,3 +86,18 @@ def test_extract_subset_and_its_command(cifar_tar, tmp_path) -> None:
     with pytest.raises(DataError, match="no images under"):
         extract_subset(cifar_tar, tmp_path / "none", per_class=1, prefix="validation")
     assert main(["only-one-arg"]) == 2
+
+
+def test_require_images_raises_the_callers_error_type(tmp_path) -> None:
+    from distill.data.archive import require_images
+    from distill.errors import DataError
+    from export.errors import ExportError
+
+    with pytest.raises(DataError, match="image folder not found"):
+        require_images(tmp_path / "missing")
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    (tmp_path / "empty" / "cls" / "notes.txt").write_text("x")
+    with pytest.raises(ExportError, match="no images .* found under"):
+        require_images(tmp_path / "empty", ExportError)
+    Image.new("RGB", (4, 4)).save(tmp_path / "empty" / "cls" / "a.png")
+    assert require_images(tmp_path / "empty") == [tmp_path / "empty" / "cls" / "a.png"]
