@@ -23,7 +23,8 @@ from typing import Callable
 from PIL import Image, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from distill.data.archive import find_images, resolve_dataset_root  # noqa: E402
+from distill.data.archive import require_images, resolve_dataset_root  # noqa: E402
+from distill.errors import DataError  # noqa: E402
 
 Shift = Callable[[Image.Image], Image.Image]
 
@@ -39,9 +40,7 @@ SHIFTS: dict[str, Shift] = {
 
 def shift_dataset(src: Path, dst: Path, shift: Shift) -> int:
     """Copy every image under ``src`` (class folders) to ``dst`` with ``shift`` applied; returns the image count."""
-    images = find_images(src)
-    if not images:
-        raise SystemExit(f"error: no images under {src}")
+    images = require_images(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
@@ -67,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.dst.exists():
         print(f"{args.dst} exists; kept as it is")
         return
-    n = shift_dataset(resolve_dataset_root(args.src, args.subdir), args.dst, SHIFTS[args.shift])
+    try:
+        n = shift_dataset(resolve_dataset_root(args.src, args.subdir), args.dst, SHIFTS[args.shift])
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"wrote {n} images ({args.shift}) to {args.dst}")
 
 
