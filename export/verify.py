@@ -13,10 +13,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from distill.data.archive import require_images
 from distill.preprocess import (ImageDecodeError, ImageTooLargeError, PreprocessSpec, normalize_uint8,
                                 preprocess_images)
-
-from distill.data.archive import require_images
 
 from .errors import ExportError
 from .runtime import Artifact

@@ -32,14 +32,15 @@ def find_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
-def require_images(directory: str | Path, error: type[Exception] = DataError) -> list[Path]:
-    """:func:`find_images`, where a missing or image-less directory is an ``error`` (each caller's own type)."""
+def require_images(directory: str | Path, error: type[Exception] = DataError, what: str = "image folder") -> list[Path]:
+    """:func:`find_images`, where a missing or image-less directory is an ``error`` (each caller's own type);
+    ``what`` names the folder's role in the message."""
     d = Path(directory)
     if not d.is_dir():
-        raise error(f"image folder not found: {d}")
+        raise error(f"{what} not found: {d}")
     files = find_images(d)
     if not files:
-        raise error(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {d}")
+        raise error(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {what} {d}")
     return files
 
 

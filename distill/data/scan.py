@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 from ..errors import DataError
 from ..io import atomic_write_json
 from ..preprocess import ImageDecodeError, ImageTooLargeError, load_image
-from .archive import find_images
+from .archive import find_images, require_images
 
 log = logging.getLogger(__name__)
 _SCAN_FORMAT = 1
@@ -69,13 +69,7 @@ def list_image_folder(root: Path, class_names: Sequence[str] | None = None) -> t
 
 def list_unlabeled_folder(root: Path) -> list[Sample]:
     """Every image below ``root`` in any layout, with label -1."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"unlabeled image folder not found: {root}")
-    files = find_images(root)
-    if not files:
-        raise DataError(f"no images found in unlabeled folder {root}")
-    return [Sample(p, -1) for p in files]
+    return [Sample(p, -1) for p in require_images(root, DataError, "unlabeled image folder")]
 
 
 def _check_one(path: Path) -> tuple[str | None, str | None]:

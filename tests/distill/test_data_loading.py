@@ -101,3 +101,14 @@ def test_require_images_raises_the_callers_error_type(tmp_path) -> None:
         require_images(tmp_path / "empty", ExportError)
     Image.new("RGB", (4, 4)).save(tmp_path / "empty" / "cls" / "a.png")
     assert require_images(tmp_path / "empty") == [tmp_path / "empty" / "cls" / "a.png"]
+
+
+def test_unlabeled_folder_errors_name_the_folder(tmp_path) -> None:
+    from distill.data.scan import list_unlabeled_folder
+    from distill.errors import DataError
+
+    with pytest.raises(DataError, match="unlabeled image folder not found"):
+        list_unlabeled_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images .* found under unlabeled image folder"):
+        list_unlabeled_folder(tmp_path / "empty")
