@@ -69,6 +69,11 @@ def _archive_key(path: Path) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` resolves to a place inside ``root`` (no ``..`` or link escapes)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def _safe_members(tf: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
     """Regular files and directories whose resolved target stays inside ``dest``; anything else is skipped."""
     dest = dest.resolve()
@@ -77,8 +82,7 @@ def _safe_members(tf: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
         if not (m.isfile() or m.isdir()):
             log.warning("skipping archive member %s (not a regular file)", m.name)
             continue
-        target = (dest / m.name).resolve()
-        if m.name.startswith(("/", "\\")) or not target.is_relative_to(dest):
+        if m.name.startswith(("/", "\\")) or not _inside(dest, dest / m.name):
             log.warning("skipping archive member %s (outside the extraction folder)", m.name)
             continue
         keep.append(m)
@@ -195,8 +199,11 @@ def extract_subset(archive: str | Path, dest: str | Path, per_class: int, prefix
             cls = parts[parts.index(prefix) + 1]
             if counts.get(cls, 0) >= per_class:
                 continue
-            counts[cls] = counts.get(cls, 0) + 1
             out = dest / cls / parts[-1]
+            if not _inside(dest, out):
+                log.warning("skipping archive member %s (outside the extraction folder)", m.name)
+                continue
+            counts[cls] = counts.get(cls, 0) + 1
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(tf.extractfile(m).read())  # type: ignore[union-attr]
     if not counts:

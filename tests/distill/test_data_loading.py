@@ -112,3 +112,22 @@ def test_unlabeled_folder_errors_name_the_folder(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images .* found under unlabeled image folder"):
         list_unlabeled_folder(tmp_path / "empty")
+
+
+def test_extract_subset_skips_members_that_escape_the_destination(tmp_path) -> None:
+    import io
+    import tarfile
+
+    from distill.data.archive import extract_subset
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="JPEG")
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tf:
+        for name in ("train/cat/0.jpg", "train/../escaped.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = len(buf.getvalue())
+            tf.addfile(info, io.BytesIO(buf.getvalue()))
+    dest = extract_subset(archive, tmp_path / "out" / "sub", per_class=5)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == ["cat/0.jpg"]
+    assert not (tmp_path / "out" / "escaped.jpg").exists()
