@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from distill.errors import ConfigError
+from export.runtime import ENGINE_SUFFIXES
 
 BACKENDS = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
 ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
@@ -35,7 +36,6 @@ FORMAT_BACKENDS = {"checkpoint": ("torch-cpu", "torch-cuda"), "onnx": ("ort-cpu"
 TORCH_MODES = ("eager", "compile")
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".th")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def parse_list(value: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> list[str]:

@@ -14,30 +14,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
+from distill import blend as blends
+from distill.blend import BlendChoice, search_blend
 from distill.models import Student
 from distill.preprocess import PreprocessSpec
 
 from .errors import ExportError
-
-BlendName = Literal["logit", "prob"]
-#: The DHO paper's grid for alpha and beta (method.md).
-ALPHA_GRID = tuple(round(0.05 * i, 2) for i in range(21))
-BETA_GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 4.0)
-
-
-@dataclass(frozen=True)
-class BlendChoice:
-    blend: BlendName
-    alpha: float
-    beta: float
-    why: str
-    val_acc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -137,62 +124,15 @@ class Uint8Input(nn.Module):
         return self.inner(x.permute(0, 3, 1, 2))
 
 
-# -- blend choice --------------------------------------------------------------------------------------
-def _recorded(ckpt: dict[str, Any], name: str) -> dict[str, Any] | None:
-    blend = ckpt.get("blend") or {}
-    entry = blend.get(name) if isinstance(blend, dict) else None
-    if isinstance(entry, dict) and "alpha" in entry and "beta" in entry:
-        return entry
-    return None
-
-
+# -- blend choice (the rule lives in distill.blend) -------------------------------------------------------
 def choose_blend(ckpt: dict[str, Any], requested: str | None) -> BlendChoice | None:
-    """The blend to fold: the requested one, else the one with the better recorded validation accuracy.
+    """The blend to fold: the requested one, else the best recorded one (:func:`distill.blend.choose_blend`).
 
     Returns None when the checkpoint records no usable blend (the caller then searches alpha/beta on data).
     """
-    if requested is not None and requested not in ("logit", "prob"):
+    if requested is not None and requested not in blends.KINDS:
         raise ExportError(f"unknown blend {requested!r}; choose logit or prob")
-    rec = {n: _recorded(ckpt, n) for n in ("logit", "prob")}
-    if requested is not None:
-        e = rec[requested]
-        if e is None:
-            return None
-        return BlendChoice(requested, float(e["alpha"]), float(e["beta"]),  # type: ignore[arg-type]
-                           f"--blend {requested} requested", e.get("val_acc"))
-    acc = {n: (e.get("val_acc") if e else None) for n, e in rec.items()}
-    have = [n for n in ("logit", "prob") if rec[n] is not None]
-    if not have:
-        return None
-    if len(have) == 1 or any(acc[n] is None for n in have):
-        n = next((n for n in have if acc[n] is not None), have[0])
-        e = rec[n]
-        return BlendChoice(n, float(e["alpha"]), float(e["beta"]),  # type: ignore[arg-type,index]
-                           f"only the {n} blend has a recorded validation accuracy", acc[n])  # type: ignore[arg-type]
-    la, pa = float(acc["logit"]), float(acc["prob"])  # type: ignore[arg-type]
-    if pa > la:
-        n, why = "prob", f"prob blend val acc {pa:.4f} > logit blend {la:.4f} (exact, with the softmax mix in the graph)"
-    elif la > pa:
-        n, why = "logit", f"logit blend val acc {la:.4f} > prob blend {pa:.4f} (exactly one Linear layer)"
-    else:
-        n, why = "logit", f"equal val acc ({la:.4f}); the logit blend is exactly one Linear layer, so it is preferred"
-    e = rec[n]
-    return BlendChoice(n, float(e["alpha"]), float(e["beta"]), why, acc[n])  # type: ignore[arg-type,index]
-
-
-def search_blend(h_ce: np.ndarray, h_kd: np.ndarray, labels: np.ndarray, blend: BlendName,
-                 alphas: Sequence[float] = ALPHA_GRID, betas: Sequence[float] = BETA_GRID) -> tuple[float, float, float]:
-    """Grid-search (alpha, beta) for one blend on labelled validation logits; returns (alpha, beta, accuracy)."""
-    from .runtime import blend_probs
-
-    best = (0.5, 1.0, -1.0)
-    for beta in betas:
-        for alpha in alphas:
-            pred = blend_probs(h_ce, h_kd, blend, alpha, beta).argmax(1)
-            acc = float((pred == labels).mean())
-            if acc > best[2] + 1e-12:
-                best = (float(alpha), float(beta), acc)
-    return best
+    return blends.choose_blend(ckpt.get("blend"), requested)
 
 
 # -- plan + module -------------------------------------------------------------------------------------
@@ -238,3 +178,8 @@ def with_input_kind(module: nn.Module, input_kind: str, spec: PreprocessSpec) ->
     if input_kind == "uint8":
         return Uint8Input(module, spec).eval()
     raise ExportError(f"unknown input kind {input_kind!r}; choose float or uint8")
+
+
+__all__ = ["BlendChoice", "ExportPlan", "LogitFolded", "NormalizedEmbedding", "ProbBlendFolded", "TwoHead",
+           "Uint8Input", "build_module", "choose_blend", "folded_logit_linear", "heads_of", "search_blend",
+           "with_input_kind"]

@@ -6,7 +6,6 @@ Imports torch lazily so ``import export`` (and ``export.runtime``) stays torch-f
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -14,6 +13,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from distill import __version__
+from distill.blend import (KINDS, BlendChoice, better_kind, blend_probs, choose_blend, default_blend, recorded_blend,
+                           search_blend, softmax)
 from distill.io import atomic_path, check_writable, sha256_file
 
 from .errors import ExportError, VerificationError
@@ -90,38 +91,98 @@ def export_onnx(
     """Export a student checkpoint to a verified ONNX artifact; see docs/architecture.md.
 
     ``fold_heads``: fold a DHO checkpoint's ``ce``/``kd`` heads with ``blend`` (``logit``: one Linear, outputs
-    ``logits``; ``prob``: Linear(d, 2C) + softmax mix, outputs ``probs``; None: the blend with the better recorded
-    validation accuracy). Without folding a DHO graph outputs ``logits_ce`` and ``logits_kd``.
+    ``logits``; ``prob``: Linear(d, 2C) + softmax mix, outputs ``probs``; None: the best recorded blend,
+    :func:`distill.blend.choose_blend`). Without folding a DHO graph outputs ``logits_ce`` and ``logits_kd``.
     Raises :class:`~distill.errors.DistillError` subclasses for bad input and
     :class:`~export.errors.VerificationError` (nothing written) when fp32 parity is broken.
     """
     from distill.cli_base import console
 
     say = console.print if verbose else (lambda *a, **k: None)
-    if blend is not None and blend not in ("logit", "prob"):
+    if blend is not None and blend not in KINDS:
         raise ExportError(f"unknown --blend {blend!r}; choose logit or prob")
     output, opset, precisions, paths = check_output_options(output, opset, quantize, input_kind)
 
     # Heavy imports only now (torch, the model zoo).
+    from .fold import build_module, with_input_kind
+    from .onnx_export import example_input, to_onnx
+    from .verify import load_images, select_images
+
+    src = _load_source(checkpoint, fold_heads)
+    fold_heads = fold_heads and src.labelset is None  # an embedding student has nothing to fold
+    files, labels, source = select_images(src.ckpt, src.class_names, folder=verify_dir, fallback=calib_dir)
+    data = load_images(files, labels, src.spec, source, max_verify_images)
+    blend_choice, reference, extra = (_two_head_blends(src, data, blend, fold_heads) if src.two
+                                      else (None, None, {}))
+
+    module, plan = build_module(src.student, fold_heads=fold_heads, blend=blend_choice)
+    export_module = with_input_kind(module, input_kind, src.spec)
+    if plan.kind == "student" and plan.blend is not None:
+        say(f"blend: [bold]{plan.blend.blend}[/] (alpha={plan.blend.alpha:g}, beta={plan.blend.beta:g}): {plan.blend.why}")
+    elif plan.kind == "two_head" and plan.blend is not None:
+        say(f"unfolded two-head graph; the runtime applies the {plan.blend.blend} blend "
+            f"(alpha={plan.blend.alpha:g}, beta={plan.blend.beta:g}): {plan.blend.why}")
+
+    model = to_onnx(export_module, example_input(input_kind, src.spec.size), plan.output_names, opset=opset, slim=slim)
+    meta = _artifact_metadata(src, plan, checkpoint, input_kind, opset)
+    labels_file = None
+    if src.labelset is not None:
+        from distill.vl.labelset import labels_path_for
+
+        labels_file = labels_path_for(output)
+        check_writable(labels_file)
+        meta = meta.model_copy(update={
+            "embed_dim": src.labelset.embed_dim, "labels_file": labels_file.name,
+            "teacher": (meta.teacher or {}) | {"embedding_space": src.labelset.teacher.get("identity")}})
+        say(f"embedding student: {src.labelset.embed_dim}-d output; classifier = label set {labels_file.name} "
+            f"({len(src.labelset)} classes, tau={src.labelset.tau:g})")
+    calib = None
+    if needs_calibration(precisions):
+        calib = _calibration_inputs(src.ckpt, src.class_names, src.spec, input_kind, calib_dir, verify_dir, data,
+                                    max_calib_images)
+    report = write_verified(model, meta, paths, export_module, data, reference=reference, extra=extra,
+                            calib=calib, say=say, verbose=verbose, labels=src.labelset)
+    if src.labelset is not None and labels_file is not None:
+        paths["labels"] = src.labelset.save(labels_file)
+    for name, p in paths.items():
+        say(f"wrote {name} artifact: {p}")
+    return ExportResult(
+        output=output, paths=paths, metadata=meta.model_copy(update={"verification": report}), report=report,
+        blend=meta.blend, alpha=meta.alpha, beta=meta.beta, blend_reason=plan.blend.why if plan.blend else None,
+    )
+
+
+@dataclass
+class _Source:
+    """A loaded student checkpoint and what the export needs from it."""
+
+    ckpt: dict[str, Any]
+    student: Any
+    spec: Any
+    class_names: list[str]
+    labelset: Any = None
+
+    @property
+    def two(self) -> bool:
+        heads = tuple(self.student.heads.keys())
+        return "ce" in heads and "kd" in heads
+
+
+def _load_source(checkpoint: str | Path, fold_heads: bool) -> _Source:
+    """Load the checkpoint and check that its heads, preprocessing and class names can be exported as asked."""
     from distill.checkpoint import load_checkpoint, preprocess_from_checkpoint, student_from_checkpoint
     from distill.errors import CheckpointError
-
-    from .fold import BlendChoice, TwoHead, build_module, choose_blend, search_blend, with_input_kind
-    from .onnx_export import example_input, to_onnx
-    from .verify import load_images, run_torch, select_images
 
     ckpt = load_checkpoint(checkpoint)
     student, _ = student_from_checkpoint(ckpt)
     heads = tuple(student.heads.keys())
-    two = "ce" in heads and "kd" in heads
     labelset = None
     if ckpt.get("embedding") is not None:  # an open-vocabulary student: its classifier ships as a label set
         from distill.vl.labelset import labelset_from_checkpoint
 
         labelset = labelset_from_checkpoint(ckpt)
         labelset.check_fits(student.num_classes, what="the checkpoint's student")
-        fold_heads = False  # nothing to fold: one embedding head
-    if fold_heads and not two:
+    elif fold_heads and not ("ce" in heads and "kd" in heads):
         raise ExportError(f"--fold-heads needs a DHO checkpoint with two heads (ce and kd); "
                           f"{Path(checkpoint).name} has {', '.join(heads)} (method {ckpt.get('method')})")
     try:
@@ -133,96 +194,62 @@ def export_onnx(
         class_names = list(labelset.names)
     elif len(class_names) != student.num_classes:
         raise CheckpointError(f"checkpoint has {len(class_names)} class names for a {student.num_classes}-class student")
+    return _Source(ckpt, student, spec, class_names, labelset)
 
-    files, labels, source = select_images(ckpt, class_names, folder=verify_dir, fallback=calib_dir)
-    data = load_images(files, labels, spec, source, max_verify_images)
-    x_float = data.inputs("float", spec)
 
-    # The two-head model on the real images: blend search fallback and the reference the folded model replaces.
-    blend_choice: BlendChoice | None = None
-    extra: dict[str, Any] = {}
-    reference = None
-    if two:
-        from .runtime import blend_probs, softmax
+def _two_head_blends(src: _Source, data: Any, requested: str | None,
+                     fold_heads: bool) -> tuple[BlendChoice, tuple[str, np.ndarray], dict[str, Any]]:
+    """The blend to export, and the two-head model with its best blend on the real images (what the artifact replaces).
 
-        h_ce, h_kd = run_torch(TwoHead(student.backbone, student.heads["ce"], student.heads["kd"]).eval(), x_float)
-        blend_choice = choose_blend(ckpt, blend)
-        if blend_choice is None:
-            if data.labels is None:
-                if fold_heads:
-                    raise ExportError("the checkpoint records no blend (alpha, beta) and the verification images have "
-                                      "no labels to search one; pass --calib-dir with an ImageFolder of known classes")
-                blend_choice = BlendChoice("prob", 0.5, 1.0, "no blend recorded; DHO default alpha=0.5, beta=1")
-            else:
-                cands = [blend] if blend else ["logit", "prob"]
-                found = {b: search_blend(h_ce, h_kd, data.labels, b) for b in cands}  # type: ignore[arg-type]
-                best = max(cands, key=lambda b: (found[b][2], b == "logit"))
-                a, bt, acc = found[best]
-                blend_choice = BlendChoice(best, a, bt, f"no blend recorded in the checkpoint; searched alpha/beta on "  # type: ignore[arg-type]
-                                           f"{len(data)} verification images (acc {acc:.4f})", acc)
-        blends: dict[str, Any] = {}
-        rec = ckpt.get("blend") or {}
-        for name in ("prob", "logit"):
-            e = rec.get(name) if isinstance(rec, dict) else None
-            if isinstance(e, dict) and "alpha" in e and "beta" in e:
-                a, bt = float(e["alpha"]), float(e["beta"])
-            elif blend_choice.blend == name:
-                a, bt = blend_choice.alpha, blend_choice.beta
-            else:
-                continue
-            p = blend_probs(h_ce, h_kd, name, a, bt)
-            blends[name] = {"alpha": a, "beta": bt, "val_acc": (e or {}).get("val_acc") if isinstance(e, dict) else None,
-                            "probs": p}
-        # The two-head model's best blend: better recorded val acc (ties: the paper's probability blend).
-        ref_name = max(blends, key=lambda n: (blends[n]["val_acc"] or -1.0, n == "prob"))
-        r = blends[ref_name]
-        reference = (f"two-head {ref_name} blend (alpha={r['alpha']:g}, beta={r['beta']:g})", r["probs"])
-        acc = (lambda p: None if data.labels is None else float((p.argmax(1) == data.labels).mean()))
-        extra["heads"] = {"ce": acc(softmax(h_ce)), "kd": acc(softmax(h_kd))}
-        extra["two_head_blends"] = {n: {k: v for k, v in b.items() if k != "probs"} | {"accuracy": acc(b["probs"])}
-                                    for n, b in blends.items()}
+    The blend is the requested or best recorded one (:func:`distill.blend.choose_blend`); a checkpoint that records
+    none gets one searched on the labelled verification images, with the same grid and tie rules.
+    """
+    from .fold import TwoHead
+    from .verify import run_torch
 
-    module, plan = build_module(student, fold_heads=fold_heads, blend=blend_choice)
-    export_module = with_input_kind(module, input_kind, spec)
-    if plan.kind == "student" and plan.blend is not None:
-        say(f"blend: [bold]{plan.blend.blend}[/] (alpha={plan.blend.alpha:g}, beta={plan.blend.beta:g}): {plan.blend.why}")
-    elif plan.kind == "two_head" and plan.blend is not None:
-        say(f"unfolded two-head graph; the runtime applies the {plan.blend.blend} blend "
-            f"(alpha={plan.blend.alpha:g}, beta={plan.blend.beta:g}): {plan.blend.why}")
+    st = src.student
+    h_ce, h_kd = run_torch(TwoHead(st.backbone, st.heads["ce"], st.heads["kd"]).eval(), data.inputs("float", src.spec))
+    choice = choose_blend(src.ckpt.get("blend"), requested)
+    if choice is None:
+        if data.labels is None:
+            if fold_heads:
+                raise ExportError("the checkpoint records no blend (alpha, beta) and the verification images have "
+                                  "no labels to search one; pass --calib-dir with an ImageFolder of known classes")
+            choice = default_blend()
+        else:
+            found = {b: search_blend(h_ce, h_kd, data.labels, b) for b in ([requested] if requested else KINDS)}
+            best, _ = better_kind({b: f[2] for b, f in found.items()})
+            a, bt, acc = found[best]
+            choice = BlendChoice(best, a, bt, f"no blend recorded in the checkpoint; searched alpha/beta on "  # type: ignore[arg-type]
+                                 f"{len(data)} verification images (acc {acc:.4f})", acc)
+    blends: dict[str, Any] = {}
+    for name in ("prob", "logit"):
+        e = recorded_blend(src.ckpt.get("blend"), name)
+        if e is None and choice.blend != name:
+            continue
+        a, bt = (float(e["alpha"]), float(e["beta"])) if e is not None else (choice.alpha, choice.beta)
+        blends[name] = {"alpha": a, "beta": bt, "val_acc": (e or {}).get("val_acc"),
+                        "probs": blend_probs(h_ce, h_kd, name, a, bt)}
+    # The two-head model's best blend, by the same rule (and tie rule) as the exported one.
+    ref_name, _ = better_kind({n: b["val_acc"] for n, b in blends.items()})
+    r = blends[ref_name]
+    reference = (f"two-head {ref_name} blend (alpha={r['alpha']:g}, beta={r['beta']:g})", r["probs"])
+    acc = (lambda p: None if data.labels is None else float((p.argmax(1) == data.labels).mean()))
+    extra = {"heads": {"ce": acc(softmax(h_ce)), "kd": acc(softmax(h_kd))},
+             "two_head_blends": {n: {k: v for k, v in b.items() if k != "probs"} | {"accuracy": acc(b["probs"])}
+                                 for n, b in blends.items()}}
+    return choice, reference, extra
 
-    model = to_onnx(export_module, example_input(input_kind, spec.size), plan.output_names, opset=opset, slim=slim)
-    arch = (ckpt.get("student") or {}).get("arch", "student")
-    meta = ArtifactMetadata(
-        kind=plan.kind, model_name=str(arch), class_names=class_names, preprocess=spec, input_kind=input_kind,  # type: ignore[arg-type]
+
+def _artifact_metadata(src: _Source, plan: Any, checkpoint: str | Path, input_kind: str, opset: int) -> ArtifactMetadata:
+    b = plan.blend
+    return ArtifactMetadata(
+        kind=plan.kind, model_name=str((src.ckpt.get("student") or {}).get("arch", "student")),
+        class_names=src.class_names, preprocess=src.spec, input_kind=input_kind,  # type: ignore[arg-type]
         output_kind=plan.output_kind, output_names=list(plan.output_names),
-        blend=plan.blend.blend if plan.blend else None, alpha=plan.blend.alpha if plan.blend else None,
-        beta=plan.blend.beta if plan.blend else None, precision="fp32", opset=opset,
-        checkpoint_sha256=sha256_file(checkpoint), teacher=_teacher_identity(ckpt.get("teacher")),
+        blend=b.blend if b else None, alpha=b.alpha if b else None, beta=b.beta if b else None, precision="fp32",
+        opset=opset, checkpoint_sha256=sha256_file(checkpoint), teacher=_teacher_identity(src.ckpt.get("teacher")),
         tool_version=__version__,
-    )
-    if labelset is not None:
-        from distill.vl.labelset import labels_path_for
-
-        labels_file = labels_path_for(output)
-        check_writable(labels_file)
-        meta = meta.model_copy(update={
-            "embed_dim": labelset.embed_dim, "labels_file": labels_file.name,
-            "teacher": (meta.teacher or {}) | {"embedding_space": labelset.teacher.get("identity")}})
-        say(f"embedding student: {labelset.embed_dim}-d output; classifier = label set {labels_file.name} "
-            f"({len(labelset)} classes, tau={labelset.tau:g})")
-    calib = None
-    if needs_calibration(precisions):
-        calib = _calibration_inputs(ckpt, class_names, spec, input_kind, calib_dir, verify_dir, data, max_calib_images)
-    report = write_verified(model, meta, paths, export_module, data, reference=reference, extra=extra,
-                            calib=calib, say=say, verbose=verbose, labels=labelset)
-    if labelset is not None:
-        paths["labels"] = labelset.save(labels_file)
-        readable_by_all(labels_file)
-    for name, p in paths.items():
-        say(f"wrote {name} artifact: {p}")
-    return ExportResult(
-        output=output, paths=paths, metadata=meta.model_copy(update={"verification": report}), report=report,
-        blend=meta.blend, alpha=meta.alpha, beta=meta.beta, blend_reason=plan.blend.why if plan.blend else None,
     )
 
 
@@ -267,18 +294,9 @@ def write_verified(model: Any, meta: ArtifactMetadata, paths: dict[str, Path], t
         onnx.save(write_metadata(model, meta.model_copy(update={"verification": final})), tmp["fp32"])
         for q, (vmodel, vmeta) in variants.items():
             onnx.save(write_metadata(vmodel, vmeta.model_copy(update={"verification": final})), tmp[q])
-        for t in tmp.values():
-            readable_by_all(t)
     if verbose:
         print_report(final)
     return final
-
-
-def readable_by_all(path: Path) -> None:
-    """atomic_path's temp files are created 0600 (mkstemp); an artifact is meant to be read by a serving user."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _teacher_identity(teacher: Any) -> dict[str, Any] | None:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -26,12 +27,15 @@ from distill.preprocess import DEFAULT_MAX_PIXELS, ImageSource, preprocess_image
 
 from .errors import ArtifactError, InputError
 from .metadata import ArtifactMetadata
+from .postprocess import blend_probs, postprocess, softmax
 
 if TYPE_CHECKING:
     from distill.vl.labelset import LabelSet
 
 #: Preference order among the providers onnxruntime has available here.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: TensorRT engine files (each with a ``.json`` sidecar).
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 @dataclass(frozen=True)
@@ -164,43 +168,6 @@ class Artifact:
         return np.ascontiguousarray(batch)
 
 
-# -- post-processing (shared with export's verification) -----------------------------------------------
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def blend_probs(h_ce: np.ndarray, h_kd: np.ndarray, blend: str, alpha: float, beta: float) -> np.ndarray:
-    """DHO inference blend of the two heads' logits, as probabilities.
-
-    ``prob``: alpha*softmax(h_ce) + (1-alpha)*softmax(h_kd/beta) (the paper's); ``logit``:
-    softmax(alpha*h_ce + (1-alpha)/beta*h_kd) (the exactly foldable one).
-    """
-    h_ce = np.asarray(h_ce, np.float32)
-    h_kd = np.asarray(h_kd, np.float32)
-    if blend == "prob":
-        return (alpha * softmax(h_ce) + (1.0 - alpha) * softmax(h_kd / beta)).astype(np.float32)
-    return softmax(alpha * h_ce + (1.0 - alpha) / beta * h_kd)
-
-
-def postprocess(outs: dict[str, np.ndarray], meta: ArtifactMetadata, labels: "LabelSet | None" = None) -> np.ndarray:
-    if meta.output_kind == "embedding":
-        if labels is None:
-            raise ArtifactError("an embedding artifact needs a label set to produce class probabilities")
-        return labels.probs(outs[meta.output_names[0]])
-    if meta.kind == "two_head":
-        alpha = 0.5 if meta.alpha is None else meta.alpha
-        beta = 1.0 if meta.beta is None else meta.beta
-        return blend_probs(outs["logits_ce"], outs["logits_kd"], meta.blend or "prob", alpha, beta)
-    first = outs[meta.output_names[0]] if meta.output_names[0] in outs else next(iter(outs.values()))
-    if meta.output_kind == "probs":
-        # exact in fp32; an int8 graph quantises its output too, so renormalise the rows
-        p = np.clip(np.asarray(first, dtype=np.float32), 0.0, None)
-        return p / np.maximum(p.sum(axis=1, keepdims=True), np.float32(1e-12))
-    return softmax(first)
-
-
 # -- loading -------------------------------------------------------------------------------------------
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     """Requested providers (each must be available), or the best available in TensorRT > CUDA > CPU order."""
@@ -272,18 +239,55 @@ def default_labels_path(path: Path, meta: ArtifactMetadata) -> Path:
     return path.with_name(meta.labels_file)
 
 
+# -- the loader registry: artifact suffix -> loader ---------------------------------------------------------
+@dataclass(frozen=True)
+class LoadOptions:
+    """What ``load_artifact`` was asked for; each loader uses what applies to its runtime."""
+
+    providers: Sequence[str] | None = None
+    intra_op_threads: int | None = None
+    allow_spinning: bool | None = None
+
+
+#: A loader turns an existing artifact file into an :class:`Artifact` (or raises :class:`ArtifactError`).
+ArtifactLoader = Callable[[Path, LoadOptions], Artifact]
+#: Suffix -> loader, or ``"module:function"`` imported on first use (so a runtime's libraries load only when needed).
+_LOADERS: dict[str, Union[ArtifactLoader, str]] = {}
+#: Files with a suffix nobody registered are tried as ONNX (its error then says why they are not loadable).
+FALLBACK_SUFFIX = ".onnx"
+
+
+def register_loader(suffixes: str | Sequence[str], loader: Union[ArtifactLoader, str]) -> None:
+    """Plug a runtime in: ``register_loader(".xml", "export.openvino:load_openvino")`` (lower-case suffixes)."""
+    for suffix in [suffixes] if isinstance(suffixes, str) else suffixes:
+        _LOADERS[suffix.lower()] = loader
+
+
+def loader_for(path: Path) -> ArtifactLoader:
+    """The registered loader for ``path``'s suffix (the ONNX loader for unknown suffixes)."""
+    entry = _LOADERS.get(path.suffix.lower()) or _LOADERS[FALLBACK_SUFFIX]
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = getattr(import_module(module), name)
+    return entry  # type: ignore[return-value]
+
+
+def registered_suffixes() -> tuple[str, ...]:
+    return tuple(sorted(_LOADERS))
+
+
 def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None,
           allow_spinning: bool | None = None) -> Artifact:
     if not p.exists():
         raise ArtifactError(f"artifact not found: {p}")
     if p.is_dir():
         raise ArtifactError(f"artifact path {p} is a directory (pass the .onnx or .engine file)")
-    if p.suffix in (".engine", ".plan", ".trt"):
-        from .tensorrt import load_engine_session
+    return loader_for(p)(p, LoadOptions(providers, intra_op_threads, allow_spinning))
 
-        session, meta = load_engine_session(p)
-        return Artifact(p, meta, session, backend="tensorrt")
-    session = _OrtSession(p, providers, intra_op_threads, allow_spinning)
+
+def load_onnx(p: Path, options: LoadOptions) -> Artifact:
+    """An ONNX artifact through onnxruntime; the metadata is read from the model's properties."""
+    session = _OrtSession(p, options.providers, options.intra_op_threads, options.allow_spinning)
     meta = ArtifactMetadata.from_props(session.props, p)
     missing = [n for n in meta.output_names if n not in session.output_names]
     if missing:
@@ -292,5 +296,18 @@ def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None
     return Artifact(p, meta, session, backend="onnxruntime")
 
 
-__all__ = ["Artifact", "ArtifactMetadata", "Prediction", "blend_probs", "choose_providers", "default_labels_path",
-           "load_artifact", "postprocess", "softmax"]
+def load_engine(p: Path, options: LoadOptions) -> Artifact:
+    """A TensorRT engine with its ``.engine.json`` sidecar (tensorrt and cuda-python imported only now)."""
+    from .engine import load_engine_session
+
+    session, meta = load_engine_session(p)
+    return Artifact(p, meta, session, backend="tensorrt")
+
+
+register_loader(".onnx", load_onnx)
+register_loader(ENGINE_SUFFIXES, load_engine)
+
+
+__all__ = ["ENGINE_SUFFIXES", "Artifact", "ArtifactLoader", "ArtifactMetadata", "LoadOptions", "Prediction", "blend_probs",
+           "choose_providers", "default_labels_path", "load_artifact", "loader_for", "postprocess", "register_loader",
+           "registered_suffixes", "softmax"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -18,7 +18,10 @@ from distill.preprocess import (ImageDecodeError, ImageTooLargeError, Preprocess
                                 preprocess_images)
 
 from .errors import ExportError
-from .runtime import Artifact
+from .postprocess import postprocess
+
+if TYPE_CHECKING:
+    from .runtime import Artifact
 
 #: fp32 parity thresholds: max abs difference of the graph's outputs and top-1 agreement vs the torch model.
 MAX_ABS_DIFF = 1e-4
@@ -147,8 +150,6 @@ def verify_fp32(art: Artifact, torch_module: Any, data: VerifyData, *,
     ``scale_tolerance``: the max-abs-diff threshold is ``MAX_ABS_DIFF * max(1, max |output|)`` (for teachers whose
     logits are large, e.g. CLIP's 100 * cosine); students use the absolute 1e-4.
     """
-    from .runtime import postprocess
-
     meta = art.meta
     x = data.inputs(meta.input_kind, meta.preprocess)
     torch_out = dict(zip(meta.output_names, run_torch(torch_module, x)))

@@ -61,9 +61,13 @@ def test_metadata_round_trip(tiny_artifact: Path):
     assert sum(p.key == "precision" for p in model.metadata_props) == 1
 
 
-def test_prob_blend_outputs_probabilities(tiny_checkpoint: Path, tmp_path: Path):
-    res = export_onnx(tiny_checkpoint, tmp_path / "prob.onnx", blend="prob", max_verify_images=40, verbose=False)
+def test_prob_blend_outputs_probabilities(make_checkpoint, tmp_path: Path):
+    # the prob blend is the best recorded one here, so it is also the two-head reference
+    ck = make_checkpoint("prob_best", blend={"prob": {"alpha": 0.5, "beta": 1.0, "val_acc": 0.2},
+                                             "logit": {"alpha": 0.5, "beta": 1.0, "val_acc": 0.1}})
+    res = export_onnx(ck, tmp_path / "prob.onnx", blend="prob", max_verify_images=40, verbose=False)
     assert res.blend == "prob" and "requested" in res.blend_reason
+    assert res.report["reference"]["model"].startswith("two-head prob blend")
     art = load_artifact(res.output)
     assert art.meta.output_kind == "probs" and art.meta.output_names == ["probs"]
     assert res.report["fp32"]["max_abs_diff"] <= 1e-4
@@ -71,6 +75,14 @@ def test_prob_blend_outputs_probabilities(tiny_checkpoint: Path, tmp_path: Path)
     assert res.report["reference"]["top1_agreement"] == 1.0
     x = np.random.default_rng(1).normal(size=(3, 3, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(art.run(x).sum(1), 1.0, atol=1e-5)
+
+
+def test_equal_recorded_accuracy_exports_and_references_the_logit_blend(tiny_artifact: Path):
+    """The tiny checkpoint records equal val acc for both blends: one tie rule (logit) for the export and its reference."""
+    meta = read_metadata(tiny_artifact)
+    assert meta.blend == "logit"
+    assert meta.verification["reference"]["model"].startswith("two-head logit blend")
+    assert meta.verification["reference"]["top1_agreement"] == 1.0
 
 
 def test_unfolded_two_head_graph(tiny_checkpoint: Path, tmp_path: Path):

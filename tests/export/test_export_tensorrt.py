@@ -58,7 +58,9 @@ def test_foreign_engine_is_refused_with_a_clear_message(tmp_path: Path, tiny_art
     eng.write_bytes(b"\x00" * 64)
     ets.sidecar_path(eng).write_text(json.dumps(SIDECAR | {"artifact": read_metadata(tiny_artifact).to_json_dict()}))
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0"))
-    monkeypatch.setattr(ets, "gpu_info", lambda device=0: {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"})
+    import export.engine  # the runtime side (loading) lives apart from the builder
+
+    monkeypatch.setattr(export.engine, "gpu_info", lambda device=0: {"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"})
     with pytest.raises(ArtifactError, match="built for compute capability 8.7 \\(here 8.0\\)"):
         load_artifact(eng)
 
