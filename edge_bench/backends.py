@@ -4,7 +4,7 @@
 backend        runs                                needs
 =============  ==================================  ===========================================================
 torch-cpu      a training checkpoint (two heads,   torch
-               best blend applied in torch)
+               best recorded blend applied)
 torch-cuda     the same on a GPU                   torch with CUDA and a GPU
 ort-cpu        any ``.onnx`` artifact              onnxruntime (CPUExecutionProvider)
 ort-cuda       any ``.onnx`` artifact              onnxruntime-gpu (CUDAExecutionProvider) and a GPU
@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from distill.blend import BlendChoice, blend_probs, choose_blend, default_blend, softmax
 from distill.errors import ConfigError
 from export.runtime import ENGINE_SUFFIXES
 
@@ -201,39 +202,43 @@ class BackendFellBack(RuntimeError):
 
 
 # -- checkpoints through PyTorch ---------------------------------------------------------------------------
-def checkpoint_blend(ckpt: dict[str, Any]) -> tuple[str, float, float, str]:
-    """(blend, alpha, beta, why): the blend with the best recorded validation accuracy (prob wins ties)."""
-    blend = ckpt.get("blend") or {}
-    cands = [(k, blend[k]) for k in ("prob", "logit") if isinstance(blend.get(k), dict)]
-    if not cands:
-        return "prob", 0.5, 1.0, "no blend recorded in the checkpoint: default alpha=0.5, beta=1 (prob)"
-    name, b = max(cands, key=lambda kv: (kv[1].get("val_acc") or 0.0, kv[0] == "prob"))
-    return name, float(b["alpha"]), float(b["beta"]), f"best recorded blend ({name}, val_acc={b.get('val_acc')})"
+def checkpoint_blend(ckpt: dict[str, Any]) -> BlendChoice:
+    """The checkpoint's best recorded blend (:func:`distill.blend.choose_blend`, the rule export folds with),
+    else DHO's neutral default."""
+    return choose_blend(ckpt.get("blend")) or default_blend("no blend recorded in the checkpoint: default "
+                                                            "alpha=0.5, beta=1 (prob)")
 
 
-def _blended_module(student: Any, blend: str, alpha: float, beta: float) -> Any:
+def _heads_module(student: Any) -> Any:
     import torch
     from torch import nn
 
-    heads = tuple(student.head_names)
-
-    class Blended(nn.Module):
-        """The two-head student with its inference blend, returning probabilities (what a user deploys)."""
+    class Heads(nn.Module):
+        """The student's head logits in float32: (ce, kd) for a two-head student, else its one head."""
 
         def __init__(self) -> None:
             super().__init__()
             self.student = student
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor) -> Any:
             out = self.student(x)
-            if "ce" in heads and "kd" in heads:
-                h_ce, h_kd = out["ce"].float(), out["kd"].float()
-                if blend == "prob":
-                    return alpha * torch.softmax(h_ce, -1) + (1 - alpha) * torch.softmax(h_kd / beta, -1)
-                return torch.softmax(alpha * h_ce + (1 - alpha) / beta * h_kd, -1)
-            return torch.softmax(next(iter(out.values())).float(), -1)
+            if "ce" in out and "kd" in out:
+                return out["ce"].float(), out["kd"].float()
+            return next(iter(out.values())).float()
 
-    return Blended().eval()
+    return Heads().eval()
+
+
+def _to_probs(blend: BlendChoice) -> Callable[[Any], np.ndarray]:
+    """Head logits (torch, any device) -> probabilities with the checkpoint's blend (what a user deploys)."""
+
+    def to_probs(y: Any) -> np.ndarray:
+        if isinstance(y, tuple):
+            h_ce, h_kd = (t.cpu().numpy() for t in y)
+            return blend_probs(h_ce, h_kd, blend.blend, blend.alpha, blend.beta)
+        return softmax(y.cpu().numpy())
+
+    return to_probs
 
 
 def load_checkpoint_backend(label: str, path: Path, backend: str, mode: str, dtype_name: str,
@@ -251,8 +256,8 @@ def load_checkpoint_backend(label: str, path: Path, backend: str, mode: str, dty
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     student, ckpt = student_from_checkpoint(path)
-    blend, alpha, beta, why = checkpoint_blend(ckpt)
-    module = _blended_module(student, blend, alpha, beta).to(device=device, dtype=dtype)
+    blend = checkpoint_blend(ckpt)
+    module = _heads_module(student).to(device=device, dtype=dtype)
     params = sum(p.numel() for p in student.parameters())
     if mode == "compile":
         module = torch.compile(module)
@@ -279,7 +284,7 @@ def load_checkpoint_backend(label: str, path: Path, backend: str, mode: str, dty
         "model_name": ckpt["student"].get("arch") if isinstance(ckpt.get("student"), dict) else None,
         "input_kind": "float",
         "input_size": spec.size,
-        "blend": blend, "alpha": alpha, "beta": beta, "blend_reason": why,
+        "blend": blend.blend, "alpha": blend.alpha, "beta": blend.beta, "blend_reason": blend.why,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "size_bytes": path.stat().st_size,
@@ -290,7 +295,7 @@ def load_checkpoint_backend(label: str, path: Path, backend: str, mode: str, dty
     return Loaded(
         label=label, path=path, format="checkpoint", backend=backend, variant=f"{mode}-{dtype_name}",
         precision=dtype_name, class_names=list(ckpt["class_names"]), prepare=prepare, run=run,
-        to_probs=lambda y: y.float().cpu().numpy(), synthetic=synthetic, concat=lambda xs: torch.cat(list(xs)),
+        to_probs=_to_probs(blend), synthetic=synthetic, concat=lambda xs: torch.cat(list(xs)),
         take=lambda x, a, b: x[a:b].contiguous(), info=info,
     )
 

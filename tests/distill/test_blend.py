@@ -86,3 +86,69 @@ def test_unique_optimum_is_found():
     res = search_blends(h_ce, h_kd, y)
     assert res["prob"]["val_acc"] == 1.0 and res["prob"]["alpha"] < 0.5
     assert res["heads_test_acc"] is None and res["prob"]["test_acc"] is None
+
+
+# -- one blend for everyone: numpy, the tie rules, and every caller agreeing -------------------------------
+def _rec(p_acc, l_acc, p=(0.2, 2.0), lo=(0.35, 1.0)):
+    return {"prob": {"alpha": p[0], "beta": p[1], "val_acc": p_acc}, "logit": {"alpha": lo[0], "beta": lo[1], "val_acc": l_acc}}
+
+
+@pytest.mark.parametrize("blend,want", [
+    (_rec(0.9, 0.8), "prob"),
+    (_rec(0.8, 0.9), "logit"),
+    (_rec(0.5, 0.5), "logit"),            # equal recorded accuracy: the one-Linear logit blend
+    (_rec(None, None), "logit"),          # nothing to compare: logit
+    (_rec(None, 0.1), "logit"),           # only one has an accuracy: that one
+    (_rec(0.1, None), "prob"),
+    ({"prob": {"alpha": 0.3, "beta": 1.0}}, "prob"),
+])
+def test_best_recorded_blend_and_its_tie_rule(blend, want):
+    from distill.blend import choose_blend
+
+    assert choose_blend(blend).blend == want
+
+
+def test_export_and_bench_describe_the_same_blend():
+    """export folds, and edge_bench benchmarks, the blend chosen by the one rule (ties included)."""
+    from edge_bench.backends import checkpoint_blend
+    from export.fold import choose_blend as export_choice
+
+    for blend in (_rec(0.9, 0.8), _rec(0.8, 0.9), _rec(0.5, 0.5), _rec(None, None), _rec(0.1, None)):
+        a, b = export_choice({"blend": blend}, None), checkpoint_blend({"blend": blend})
+        assert (a.blend, a.alpha, a.beta) == (b.blend, b.alpha, b.beta)
+    d = checkpoint_blend({"blend": None})
+    assert (d.blend, d.alpha, d.beta) == ("prob", 0.5, 1.0)
+
+
+def test_grid_tie_goes_to_the_neutral_blend():
+    """Every grid point is equally right: the search returns alpha = 0.5, beta = 1."""
+    import numpy as np
+
+    from distill.blend import search_blend
+
+    h = np.eye(3, dtype=np.float32) * 5
+    assert search_blend(h, h, np.arange(3), "logit")[:2] == (0.5, 1.0)
+    assert search_blend(h, h, np.arange(3), "prob")[:2] == (0.5, 1.0)
+
+
+def test_blend_module_is_numpy_only_and_matches_the_runtime():
+    """distill.blend imports without torch; the runtime's two-head post-processing is the same function."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    code = ("import sys, distill.blend; bad = [m for m in ('torch', 'timm') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+    from distill.blend import blend_probs, logit_blend, prob_blend, softmax
+    from export import runtime
+
+    assert runtime.blend_probs is blend_probs
+    rng = np.random.default_rng(0)
+    ce, kd = rng.normal(size=(8, 5)), rng.normal(size=(8, 5)) * 3
+    np.testing.assert_allclose(blend_probs(ce, kd, "prob", 0.3, 2.0), prob_blend(ce, kd, 0.3, 2.0), atol=0)
+    np.testing.assert_allclose(blend_probs(ce, kd, "logit", 0.3, 2.0), softmax(logit_blend(ce, kd, 0.3, 2.0)), atol=0)
+    # torch tensors (the training loop's CPU logits) give the same numbers as numpy
+    t = torch.from_numpy(ce.astype(np.float32)), torch.from_numpy(kd.astype(np.float32))
+    np.testing.assert_array_equal(prob_blend(*t, 0.3, 2.0), prob_blend(ce, kd, 0.3, 2.0))

@@ -38,36 +38,49 @@ def test_classify_real_jpegs(tiny_artifact: Path, real_jpegs):
     np.testing.assert_allclose(art.classify([real_jpegs[0].read_bytes()]), probs[:1], atol=1e-6)
 
 
-def test_golden_preprocessing_matches_training_eval(tiny_artifact: Path, real_jpegs):
-    """The training-time eval transform and the runtime's prepare() give the same tensor on real JPEGs."""
+def _reference_preprocess(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """The spec's meaning written out independently of distill.preprocess: shorter side to ``resize_size``
+    (bilinear), centre crop ``size``, RGB, /255, (x - mean) / std, CHW."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    scale = spec.resize_size / min(w, h)
+    nw, nh = max(spec.size, round(w * scale)), max(spec.size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = int(round((nw - spec.size) / 2.0)), int(round((nh - spec.size) / 2.0))
+    img = img.crop((left, top, left + spec.size, top + spec.size))
+    x = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return x.transpose(2, 0, 1)
+
+
+def test_runtime_preprocessing_matches_the_spec_and_training_eval(tiny_artifact: Path, real_jpegs):
+    """The runtime's prepare() equals the spec applied by hand, and the training-time eval transform equals it."""
+    from distill.data.transforms import create_eval_transform
+
     art = load_artifact(tiny_artifact)
     spec = art.meta.preprocess
+    want = np.stack([_reference_preprocess(p, spec) for p in real_jpegs])
     batch = art.prepare(real_jpegs)
-    try:
-        from distill.data.transforms import create_eval_transform
-    except ImportError:  # pragma: no cover - distill.data not there yet
-        from distill.preprocess import preprocess_image
-
-        train_side = np.stack([preprocess_image(p, spec) for p in real_jpegs])
-    else:
-        tf = create_eval_transform(spec)
-        train_side = np.stack([np.asarray(tf(p)) for p in real_jpegs])
-    assert batch.shape == train_side.shape == (len(real_jpegs), 3, 32, 32)
-    np.testing.assert_array_equal(batch, train_side)
+    assert batch.shape == (len(real_jpegs), 3, 32, 32)
+    np.testing.assert_allclose(batch, want, atol=1e-6, rtol=0)
+    tf = create_eval_transform(spec)
+    np.testing.assert_array_equal(np.stack([np.asarray(tf(p)) for p in real_jpegs]), batch)
 
 
-def test_golden_preprocessing_real_photos_with_resize(clothing_small_dir: Path):
-    """Larger real photos: resize + center crop through the same single implementation (bilinear, 224/256)."""
+def test_preprocessing_real_photos_with_resize(clothing_small_dir: Path):
+    """Larger real photos: resize + centre crop (bilinear, crop 0.875) against the by-hand reference."""
+    from distill.data.transforms import create_eval_transform
     from distill.preprocess import preprocess_images
 
     photos = sorted(clothing_small_dir.rglob("*.jpg"))[:4]
     spec = PreprocessSpec.for_size(64, crop_pct=0.875)
-    try:
-        from distill.data.transforms import create_eval_transform
-    except ImportError:  # pragma: no cover
-        pytest.skip("distill.data.transforms not available")
-    tf = create_eval_transform(spec)
-    np.testing.assert_array_equal(preprocess_images(photos, spec), np.stack([np.asarray(tf(p)) for p in photos]))
+    assert spec.resize_size > spec.size  # the resize path really runs
+    got = preprocess_images(photos, spec)
+    np.testing.assert_allclose(got, np.stack([_reference_preprocess(p, spec) for p in photos]), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(np.stack([np.asarray(create_eval_transform(spec)(p)) for p in photos]), got)
 
 
 def test_run_rejects_wrong_shapes_and_dtypes(tiny_artifact: Path):
