@@ -11,9 +11,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from distill.data.archive import is_image_file, require_images
+from distill.data.archive import labeled_images as list_labeled
+from distill.data.archive import require_images
 from distill.errors import DataError
-
 
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
@@ -23,14 +23,12 @@ def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:
 
 
 def labeled_images(directory: str | Path, limit_per_class: int | None = None) -> list[tuple[Path, str]]:
-    """``(path, class folder name)`` for every image one level below a class folder."""
+    """``(path, class folder name)`` for every image below a class folder: the folder rule training uses
+    (:func:`distill.data.archive.labeled_images`: hidden folders left out, images found recursively)."""
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"labeled data directory not found: {d}")
-    out: list[tuple[Path, str]] = []
-    for cls_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-        files = sorted(p for p in cls_dir.iterdir() if p.is_file() and is_image_file(p))
-        out.extend((p, cls_dir.name) for p in files[:limit_per_class])
+    out = list_labeled(d, limit_per_class)
     if not out:
         raise DataError(f"no labeled images found in {d} (expected {d}/<class name>/<image>)")
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from distill import __version__
+from distill.data.archive import list_class_folders
 from distill.errors import ConfigError
 
 from .metadata import ArtifactMetadata
@@ -41,7 +42,7 @@ def resolve_class_names(class_names: str | Sequence[str] | None, folders: Sequen
         return names
     for folder in folders:
         if folder is not None and Path(folder).is_dir():
-            subs = sorted(d.name for d in Path(folder).iterdir() if d.is_dir() and not d.name.startswith("."))
+            subs = list_class_folders(Path(folder))
             if len(subs) >= 2:
                 return subs
     if kind == "cifar_resnet":

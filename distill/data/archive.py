@@ -27,6 +27,29 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def subfolders(path: Path) -> list[Path]:
+    """Sub-directories of ``path``, sorted, hidden ones (``.name``) left out: the one folder rule, as torchvision's
+    ImageFolder has it, for class folders everywhere (training, export verification, benchmarks)."""
+    return sorted(d for d in Path(path).iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def list_class_folders(root: Path) -> list[str]:
+    """Class names of an ImageFolder = its sorted, non-hidden sub-directory names."""
+    try:
+        return [d.name for d in subfolders(root)]
+    except OSError as e:
+        raise DataError(f"cannot read dataset folder {root}: {e.strerror or e}") from None
+
+
+def labeled_images(root: str | Path, limit_per_class: int | None = None) -> list[tuple[Path, str]]:
+    """``(image, class folder name)`` for the images below each class folder (recursive, sorted), at most
+    ``limit_per_class`` per class; class folders without images contribute nothing."""
+    out: list[tuple[Path, str]] = []
+    for name in list_class_folders(Path(root)):
+        out.extend((p, name) for p in find_images(Path(root) / name)[:limit_per_class])
+    return out
+
+
 def find_images(root: Path) -> list[Path]:
     """Image files anywhere under ``root``, sorted (what export verification and benchmarks read)."""
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
@@ -51,7 +74,7 @@ def is_archive(path: Path) -> bool:
 def is_image_folder(path: Path) -> bool:
     """True when at least one sub-directory of ``path`` holds image files directly (a class folder)."""
     try:
-        subdirs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        subdirs = subfolders(path)
     except OSError:
         return False
     for d in subdirs:
@@ -141,7 +164,7 @@ def resolve_dataset_root(path: str | Path, subdir: str | None = None, cache_dir:
     if subdir:
         sub = base / subdir
         if not sub.is_dir():
-            have = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+            have = list_class_folders(base)
             raise DataError(f"no folder {subdir!r} in {path} (it has: {', '.join(have) or 'no folders'})")
         base = sub
     return _descend(base, path)
@@ -151,7 +174,7 @@ def _descend(base: Path, shown: Path) -> Path:
     for _ in range(3):  # e.g. archive/<name>/train/<class>/<img>
         if is_image_folder(base):
             return base
-        children = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        children = subfolders(base)
         folders = [d for d in children if is_image_folder(d)]
         if len(folders) == 1:
             base = folders[0]

@@ -1,4 +1,5 @@
-"""Listing ImageFolders and verifying that every image decodes, once.
+"""Listing ImageFolders (with the folder rule of :mod:`distill.data.archive`) and verifying that every image
+decodes, once.
 
 Verification reads and fully decodes each file through :func:`distill.preprocess.load_image`; its result
 (content sha256, or the reason it failed) is cached per root in ``cache_dir/scans/`` keyed by each file's
@@ -20,7 +21,7 @@ from typing import Iterable, Sequence
 from ..errors import DataError
 from ..io import atomic_write_json
 from ..preprocess import ImageDecodeError, ImageTooLargeError, load_image
-from .archive import find_images, require_images
+from .archive import find_images, list_class_folders, require_images
 
 log = logging.getLogger(__name__)
 _SCAN_FORMAT = 1
@@ -40,14 +41,6 @@ class Sample:
 class SkippedImage:
     path: Path
     reason: str
-
-
-def list_class_folders(root: Path) -> list[str]:
-    """Class names = sorted sub-directory names (hidden folders ignored), as torchvision's ImageFolder does."""
-    try:
-        return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    except OSError as e:
-        raise DataError(f"cannot read dataset folder {root}: {e.strerror or e}") from None
 
 
 def list_image_folder(root: Path, class_names: Sequence[str] | None = None) -> tuple[list[str], list[Sample]]:
