@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any, NoReturn
 
@@ -47,6 +48,16 @@ class DistillTyper(typer.Typer):
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
+    """Show warnings (skipped images, cache problems) on stderr through rich, unless logging is already configured
+    (a host application's or a test's handlers win). The one logging setup of the ``distill`` commands."""
+    if not logging.getLogger().handlers:
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=level, format="%(message)s",
+                            handlers=[RichHandler(console=console, show_time=False, show_path=False)])
 
 
 def _print_error(message: str) -> None:

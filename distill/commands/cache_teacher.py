@@ -8,22 +8,12 @@ for jobs launched separately), resumable (finished parts are skipped), merged in
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..cli_base import console
-
-
-def _setup_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        from rich.logging import RichHandler
-
-        logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                            handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+from ..cli_base import console, setup_logging
 
 
 def cache_teacher_command(
@@ -53,7 +43,7 @@ def cache_teacher_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Compute teacher outputs for every image of a folder or of shards into a memory-mapped store."""
-    _setup_logging()
+    setup_logging()
     from pydantic import ValidationError
 
     from ..errors import ConfigError, DataError

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from ..cli_base import console
-
-
-def _setup_logging() -> None:
-    """Make data warnings (skipped images) visible on stderr without touching an already configured logger."""
-    root = logging.getLogger()
-    if not root.handlers:
-        from rich.logging import RichHandler
-
-        logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                            handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+from ..cli_base import console, setup_logging
 
 
 def _load_samples(data: Path, subdir: str | None, split: str, limit: int | None, seed: int, val_fraction: float,
@@ -67,7 +56,7 @@ def teacher_eval(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Report a teacher's top-1 and mean per-class accuracy on a labeled directory."""
-    _setup_logging()
+    setup_logging()
     import torch
     from pydantic import ValidationError
 

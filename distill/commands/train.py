@@ -7,13 +7,12 @@ Precedence: TrainConfig defaults < ``--config`` file < ``--set`` < explicit opti
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from ..cli_base import console
+from ..cli_base import console, setup_logging
 
 #: explicit option -> dotted config key
 _OPTION_KEYS = {
@@ -29,15 +28,6 @@ _OPTION_KEYS = {
     "eval_every": "eval_every", "threads": "threads", "unseen_classes": "vl.unseen_classes",
     "teacher_store": "teacher_store",
 }
-
-
-def _setup_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        from rich.logging import RichHandler
-
-        logging.basicConfig(level=logging.WARNING, format="%(message)s",
-                            handlers=[RichHandler(console=console, show_time=False, show_path=False)])
 
 
 def build_train_config(config: Path | None, sets: list[str], options: dict[str, Any], resume: bool = False) -> Any:
@@ -114,7 +104,7 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout when done."),
 ) -> None:
     """Train a student from a teacher (DHO or a baseline) and write a run directory."""
-    _setup_logging()
+    setup_logging()
     options = {k: v for k, v in locals().items() if k not in ("config", "set_", "resume", "as_json")}
     cfg = build_train_config(config, set_, options, resume=resume)
 

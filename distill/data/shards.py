@@ -240,7 +240,10 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
             return dist.get_rank(), dist.get_world_size()
     except ImportError:  # pragma: no cover - torch-free install
         pass
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    from ..scale.distributed import launch_env
+
+    env = launch_env(rank, world_size)
+    return env.rank, env.world_size
 
 
 def shards_for(shards: Sequence[Path], rank: int, world_size: int, worker: int = 0, num_workers: int = 1,

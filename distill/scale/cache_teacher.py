@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,12 +154,10 @@ def shard_image_set(spec: str | Path, *, class_names: Sequence[str] | None = Non
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, bool]:
     """(rank, world size, launched by torchrun); explicit values win over ``RANK``/``WORLD_SIZE``."""
-    by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_WORLD_SIZE" in os.environ
-    r = rank if rank is not None else int(os.environ.get("RANK", 0))
-    w = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
-    if w < 1 or not 0 <= r < w:
-        raise ConfigError(f"rank {r} is not within world size {w}")
-    return r, w, by_torchrun and rank is None
+    from .distributed import launch_env
+
+    env = launch_env(rank, world_size)
+    return env.rank, env.world_size, env.by_torchrun and rank is None
 
 
 def default_device(name: str = "auto") -> Any:
@@ -168,9 +165,11 @@ def default_device(name: str = "auto") -> Any:
     import torch
 
     from ..teachers import resolve_device
+    from .distributed import launch_env
 
-    if name == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    local = launch_env().local_rank
+    if name == "auto" and torch.cuda.is_available() and local is not None:
+        return torch.device("cuda", local)
     return resolve_device(name)
 
 

@@ -29,6 +29,27 @@ from torch.utils.data import Sampler
 from ..errors import ConfigError
 
 
+@dataclass(frozen=True)
+class LaunchEnv:
+    """What the launcher says about this process: the one place ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` are read."""
+
+    rank: int
+    world_size: int
+    local_rank: int | None      # None when the launcher did not set LOCAL_RANK
+    by_torchrun: bool           # torchrun (elastic) started this process
+
+
+def launch_env(rank: int | None = None, world_size: int | None = None) -> LaunchEnv:
+    """This process's rank and world size: explicit values win over torchrun's environment, default (0, 1)."""
+    env = os.environ
+    r = rank if rank is not None else int(env.get("RANK", 0))
+    w = world_size if world_size is not None else int(env.get("WORLD_SIZE", 1))
+    if w < 1 or not 0 <= r < w:
+        raise ConfigError(f"rank {r} is not within world size {w}")
+    local = int(env["LOCAL_RANK"]) if "LOCAL_RANK" in env else None
+    return LaunchEnv(r, w, local, "TORCHELASTIC_RUN_ID" in env or "LOCAL_WORLD_SIZE" in env)
+
+
 @dataclass
 class DistContext:
     """Where this process stands: rank, world size, its device (``None``: let the caller pick)."""
@@ -107,10 +128,10 @@ def init_distributed(device_name: str = "auto", timeout_minutes: float = 120) ->
 
     ``timeout_minutes`` bounds how long ranks wait in a collective while rank 0 validates or checkpoints.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    env = launch_env()
+    if env.world_size <= 1:
         return DistContext()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world, rank, local = env.world_size, env.rank, env.local_rank or 0
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda:")
     if use_cuda:
         device = torch.device("cuda", local)
