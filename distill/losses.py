@@ -1,4 +1,4 @@
-"""Losses for DHO and its baselines (method.md, section 1).
+"""Losses for DHO and its baselines (docs/method.md, section 1).
 
 ``kd_loss``  = T^2 * KL(softmax(t/T) || softmax(s/T)), averaged over the batch ("batchmean").
 

@@ -121,3 +121,16 @@ def test_artifacts_load_and_run_with_torch_blocked(tiny_artifact: Path, two_head
         want = load_artifact(path).classify(images)
         np.testing.assert_allclose(np.asarray(got[str(path)]["probs"]), want, atol=1e-6)
     assert got[str(two_head_artifact)]["kind"] == "two_head"
+
+
+def test_method_citations_point_at_the_page_in_the_repository():
+    """Code and configs cite docs/method.md (which exists), never a bare method.md from outside the repository."""
+    import re
+
+    assert (ROOT / "docs" / "method.md").is_file()
+    bare = []
+    for folder in (*PACKAGES, "configs", "scripts"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml", ".sh") and re.search(r"(?<!docs/)method\.md", path.read_text()):
+                bare.append(str(path.relative_to(ROOT)))
+    assert bare == []

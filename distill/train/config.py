@@ -55,7 +55,7 @@ class TrainConfig(BaseModel):
     batch_labeled: int = Field(64, gt=0)
     batch_unlabeled: int = Field(64, ge=0)
 
-    # optimisation (AdamW, linear warm-up then cosine decay, as method.md)
+    # optimisation (AdamW, linear warm-up then cosine decay, as docs/method.md)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(0.0, ge=0)
     weight_decay: float = Field(0.01, ge=0)

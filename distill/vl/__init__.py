@@ -1,4 +1,4 @@
-"""Open-vocabulary students (``--method vl-distill``; Li et al., ICCV 2023, method.md section 2).
+"""Open-vocabulary students (``--method vl-distill``; Li et al., ICCV 2023, docs/method.md section 2).
 
 The student maps an image to a unit embedding in the teacher's space; classes are rows of a class-embedding
 matrix (teacher text embeddings, or a classifier teacher's rows), so classes never trained on can be added

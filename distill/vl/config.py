@@ -1,6 +1,6 @@
 """``VLConfig``: the ``vl`` section of a run config for ``--method vl-distill`` (torch-free).
 
-Loss weights follow Li et al. (ICCV 2023), method.md section 2: every weight 1 and tau = 0.07 is the paper's best
+Loss weights follow Li et al. (ICCV 2023), docs/method.md section 2: every weight 1 and tau = 0.07 is the paper's best
 combination L_cls + L_mse + L_im-cst + L_vlprox; ``w_mse = w_imcst = w_vlprox = 0`` is its L_cls baseline.
 """
 

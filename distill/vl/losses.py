@@ -1,4 +1,4 @@
-"""The vl-distill losses (Li et al., ICCV 2023; method.md section 2). All embeddings are L2-normalised rows.
+"""The vl-distill losses (Li et al., ICCV 2023; docs/method.md section 2). All embeddings are L2-normalised rows.
 
 =============  ============================================================================================
 term           definition (s: student embeddings, t: teacher image embeddings, E: seen-class embeddings)

@@ -14,7 +14,7 @@ def test_grid_is_method_md_grid():
 
 
 def test_counterexample_prob_blend_is_not_the_logit_blend():
-    """method.md: alpha=0.5, beta=1, h_ce=(5,0,3), h_kd=(-5,2,1.5)."""
+    """docs/method.md: alpha=0.5, beta=1, h_ce=(5,0,3), h_kd=(-5,2,1.5)."""
     h_ce, h_kd = torch.tensor([[5.0, 0.0, 3.0]]), torch.tensor([[-5.0, 2.0, 1.5]])
     assert prob_blend(h_ce, h_kd, 0.5, 1.0).argmax(-1).item() == 0
     assert logit_blend(h_ce, h_kd, 0.5, 1.0).argmax(-1).item() == 2

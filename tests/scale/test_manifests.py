@@ -197,7 +197,7 @@ def test_train_configs_named_by_the_launch_files_exist_and_validate() -> None:
         cfg = load_config(TrainConfig, path)
         if cfg.data.unlabeled_shards:
             assert cfg.teacher_store, f"{name}: a streamed pool needs a teacher store"
-        if path.name == "imagenet_dho.yaml":  # method.md's ImageNet setting
+        if path.name == "imagenet_dho.yaml":  # docs/method.md's ImageNet setting
             assert (cfg.batch_labeled, cfg.batch_unlabeled, cfg.lr, cfg.weight_decay, cfg.epochs) == (256, 256, 5e-5, 0.05, 32)
             assert cfg.method == "dho" and cfg.student.arch.startswith("vit_base_patch16") and cfg.student.size == 224
             assert cfg.teacher.name == "ViT-L-14" and cfg.teacher.weights and cfg.data.unlabeled_shards
