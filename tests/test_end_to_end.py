@@ -22,7 +22,7 @@ def _cli(args: list[str]) -> str:
     return result.output
 
 
-def test_train_export_serve_runtime_bench(cifar_small_dir: Path, resnet56_weights: Path, tmp_path: Path) -> None:
+def test_train_export_runtime_bench(cifar_small_dir: Path, resnet56_weights: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     _cli(["train", "--data", str(cifar_small_dir), "--teacher-kind", "cifar_resnet", "--teacher", "cifar_resnet56",
           "--teacher-weights", str(resnet56_weights), "--student", "cifar_resnet8", "--shots", "5",
@@ -44,6 +44,9 @@ def test_train_export_serve_runtime_bench(cifar_small_dir: Path, resnet56_weight
     probs = art.classify(jpegs)
     assert probs.shape == (5, 10)
     assert art.meta.verification is not None and art.meta.class_names[0] == "airplane"
+    from distill.blend import choose_blend  # the exported blend is the run's best recorded one
+
+    assert art.meta.blend == choose_blend(summary["blend"]).blend
 
     out = tmp_path / "bench"
     _cli(["bench", "run", "-m", f"student={onnx}", "--backends", "ort-cpu", "--scenarios", "single-stream",
