@@ -3,7 +3,7 @@
 Commands
 --------
 ``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``; ``LABEL=PATH`` names a row) and
-              ``--checkpoint`` training checkpoints (PyTorch eager and ``torch.compile``, best DHO blend applied),
+              ``--checkpoint`` training checkpoints (PyTorch eager and ``torch.compile``, best recorded DHO blend applied),
               on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt; default all,
               unavailable ones are listed as skipped with the reason) and ``--scenarios`` (single-stream, offline,
               server). ``--data DIR`` (``DIR/<class>/<image>``) or ``--split CKPT[:val|:test]`` (the split a
@@ -16,6 +16,7 @@ Commands
 ``compare``   ``compare A.json B.json``: per model/backend/scenario deltas and whether each is outside the spread.
 ``merge``     ``merge A.json B.json --out DIR``: one report (table, CSV, markdown, plot) from several runs.
 ``overhead``  the harness's overhead against a bare timing loop (target < 2%) and repeat-run agreement.
+``int8``      int8 variants of an fp32 artifact against it: accuracy and interleaved, paired speed-ups on this CPU.
 ``backends``  which backends can run here, and why not.
 ``env``       the environment record stored with every result (JSON on stdout).
 
@@ -342,6 +343,52 @@ def env_cmd(emulate: Optional[str] = typer.Option(None, help="Show the emulation
 
     typer.echo(json.dumps(capture_environment(emulation=resolve_emulation(emulate), jetson=detect_jetson()),
                           indent=2, default=str))
+
+
+@app.command("int8")
+def int8_cmd(
+    fp32: Path = typer.Argument(..., help="fp32 .onnx artifact (export's output)."),
+    data: Path = typer.Option(..., help="Labelled ImageFolder for accuracy (DIR/<class>/<image>)."),
+    per_class: int = typer.Option(100, help="Accuracy images per class."),
+    calib: Optional[Path] = typer.Option(None, help="ImageFolder for calibration (default: --data)."),
+    calib_per_class: int = typer.Option(20, help="Calibration images per class."),
+    calib_skip: int = typer.Option(0, help="Skip this many files per class of --calib (keeps them apart from --data)."),
+    configs: str = typer.Option("cpu", help="Comma-separated export.quantize.INT8_CONFIGS names, or all."),
+    batches: str = typer.Option("1,32,128", help="Batch sizes to time."),
+    threads: str = typer.Option("1,2", help="Intra-op thread counts to time."),
+    rounds: int = typer.Option(7, help="Interleaved rounds (the speed-up is the median of per-round ratios)."),
+    seconds: float = typer.Option(0.4, help="Seconds per model per round."),
+    spin: str = typer.Option("default", help="onnxruntime thread spinning: default, on or off."),
+    reuse: bool = typer.Option(False, help="Reuse variants already in --out."),
+    timing: bool = typer.Option(True, help="--no-timing: accuracy only."),
+    out: Path = typer.Option(Path("runs/bench-int8"), help="Output directory (variants and bench_int8.json)."),
+) -> None:
+    """int8 vs fp32 on this CPU: build the variants, check accuracy, time them interleaved (the int8 evidence)."""
+    from distill.io import atomic_write_json, check_writable
+    from export.metadata import read_metadata
+
+    from .int8 import Int8Bench, markdown_table, parse_configs, run_int8_bench
+
+    if spin not in ("default", "on", "off"):
+        raise ConfigError(f"--spin must be default, on or off, got {spin!r}")
+    for v, name in ((per_class, "--per-class"), (calib_per_class, "--calib-per-class"), (rounds, "--rounds"),
+                    (seconds, "--seconds")):
+        _positive(v, name)
+    if calib_skip < 0:
+        raise ConfigError("--calib-skip must be >= 0")
+    meta = read_metadata(fp32)  # ArtifactError for a missing or foreign file
+    if meta.precision != "fp32":
+        raise ConfigError(f"{fp32} is a {meta.precision} artifact; pass the fp32 one")
+    check_writable(out / "bench_int8.json")
+    cfg = Int8Bench(fp32=fp32, data=data, out=out, configs=parse_configs(configs), calib=calib, per_class=per_class,
+                    calib_per_class=calib_per_class, calib_skip=calib_skip, batches=_ints(batches, "--batches"),
+                    threads=_ints(threads, "--threads"), rounds=rounds, seconds=seconds,
+                    spin=None if spin == "default" else spin == "on", reuse=reuse, timing=timing)
+    report = run_int8_bench(cfg, log=lambda s: console.print(s, highlight=False))
+    atomic_write_json(out / "bench_int8.json", report)
+    if report["timing"]:
+        typer.echo(markdown_table(report))
+    typer.echo(str(out / "bench_int8.json"))
 
 
 __all__ = ["app", "DistillError"]

@@ -5,7 +5,7 @@
 * ``int8``: onnxruntime static quantisation in QDQ format, calibrated (MinMax) on real images; the QDQ tools need
   opset <= 20. Default configuration ``cpu`` (see :data:`INT8_CONFIGS`): uint8 asymmetric activations, int8
   symmetric per-channel 7-bit (reduce_range) weights, zero-channel Pads kept in uint8; measured 1.3-1.7x faster
-  than fp32 on a 2-core AVX2 EPYC (scripts/bench_int8.py), where the previous S8S8 graph was 0.8x. TensorRT's
+  than fp32 on a 2-core AVX2 EPYC (`distill bench int8`), where the previous S8S8 graph was 0.8x. TensorRT's
   explicit quantisation needs int8 activations with zero point 0: the ``tensorrt`` configuration.
 """
 
@@ -127,7 +127,7 @@ class Int8Config:
         return " ".join(bits)
 
 
-#: Named configurations (scripts/bench_int8.py sweeps them); ``DEFAULT_INT8`` is what ``export`` ships.
+#: Named configurations (`distill bench int8 --configs all` sweeps them); ``DEFAULT_INT8`` is what ``export`` ships.
 #: Why u8 activations on x86: onnxruntime fuses DQ -> Conv -> Q into QLinearConv for int8 (s8) activations only on
 #: ARM (``QDQIsInt8Allowed()`` is false on x86), so an S8S8 QDQ graph runs most convolutions in fp32 between extra
 #: Q/DQ nodes (slower than fp32). U8S8 is fused everywhere (x86 and ARM); reduce_range (7-bit weights) avoids the
