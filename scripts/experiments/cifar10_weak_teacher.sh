@@ -11,7 +11,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 SHIFT=${SHIFT:-invert}
 CACHE=${DISTILL_CACHE_DIR:-$HOME/.cache/distill}
 SHIFTED="$CACHE/shifted/cifar10-$SHIFT/train"   # derived data: lives in the cache, never in the repository
-"$PYTHON" scripts/experiments/shift_dataset.py ../shared/data/cifar10-train-jpeg.tar.gz "$SHIFTED" \
+"$PYTHON" -m distill.data.shift ../shared/data/cifar10-train-jpeg.tar.gz "$SHIFTED" \
   --subdir train --shift "$SHIFT"
 DATA="$CACHE/shifted/cifar10-$SHIFT" OUT=${OUT:-runs/cifar10_$SHIFT} \
   STEPS=${STEPS:-1500} FRACTIONS=${FRACTIONS:-0.01} SEEDS=${SEEDS:-"0 1"} \

@@ -1,24 +1,14 @@
-"""scripts/experiments/shift_dataset.py: the weak-teacher control's data (a pixel-shifted ImageFolder copy)."""
+"""distill.data.shift: the weak-teacher control's data (a pixel-shifted ImageFolder copy)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments" / "shift_dataset.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("shift_dataset", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from distill.data import shift as mod
 
 
 def _folder(root: Path) -> Path:
@@ -29,7 +19,6 @@ def _folder(root: Path) -> Path:
 
 
 def test_invert_keeps_layout_and_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mod = _load()
     src = _folder(tmp_path / "src")
     dst = tmp_path / "out" / "train"
     mod.main([str(src), str(dst), "--subdir", "train", "--shift", "invert"])
@@ -43,7 +32,6 @@ def test_invert_keeps_layout_and_labels(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_bad_source_is_one_line_error(tmp_path: Path) -> None:
-    mod = _load()
     with pytest.raises(SystemExit, match="error: dataset not found"):
         mod.main([str(tmp_path / "missing"), str(tmp_path / "out"), "--shift", "invert"])
     (tmp_path / "empty").mkdir()

@@ -5,7 +5,7 @@ already hold what the 1% hard labels add. A fixed pixel transform keeps the imag
 student trained on them (and keeps every true label), but takes the teacher outside its training domain: that
 is the situation DHO was designed for (a CLIP teacher, zero-shot, on a specialised domain).
 
-    python scripts/experiments/shift_dataset.py ../shared/data/cifar10-train-jpeg.tar.gz OUT --subdir train --shift invert
+    python -m distill.data.shift ../shared/data/cifar10-train-jpeg.tar.gz OUT --subdir train --shift invert
 
 Images are written losslessly (PNG) under ``OUT/<class>/``, into a temporary folder renamed into place at the end,
 so an interrupted run never leaves a half-written dataset behind. An existing OUT is kept as it is.
@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image, ImageFilter, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from distill.data.archive import require_images, resolve_dataset_root  # noqa: E402
-from distill.errors import DataError  # noqa: E402
+from ..errors import DataError
+from .archive import require_images, resolve_dataset_root
 
 Shift = Callable[[Image.Image], Image.Image]
 
@@ -57,7 +55,7 @@ def shift_dataset(src: Path, dst: Path, shift: Shift) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m distill.data.shift", description=__doc__.splitlines()[0])
     ap.add_argument("src", help="ImageFolder directory or .tar/.tar.gz of one")
     ap.add_argument("dst", type=Path, help="output folder (class folders of PNGs)")
     ap.add_argument("--subdir", default=None, help="folder inside src, e.g. train")
