@@ -19,8 +19,10 @@ RUN set -eu; PY="$(command -v python3 || command -v python)"; "$PY" -m venv /opt
 COPY scripts/container/requirements.txt /tmp/requirements.txt
 RUN /opt/venv/bin/pip install --quiet -r /tmp/requirements.txt
 COPY . /src
-# The project's code only (its dependencies are the pinned runtime set above; no torch).
-RUN set -eu; /opt/venv/bin/pip install --quiet --no-deps /src; \
+# Serving code only: serve/ plus the torch-free part of distill/ and export/ it imports (serving_files.txt);
+# no trainer, exporter or benchmark. Its dependencies are the pinned runtime set above (no torch, no onnx).
+RUN set -eu; /opt/venv/bin/python /src/scripts/container/prune_to_serving.py /src; \
+    /opt/venv/bin/pip install --quiet --no-deps /src; \
     /opt/venv/bin/pip uninstall --quiet -y pip setuptools; \
     find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +; \
     mkdir -p /models; \

@@ -134,3 +134,60 @@ def test_method_citations_point_at_the_page_in_the_repository():
             if path.suffix in (".py", ".yaml", ".sh") and re.search(r"(?<!docs/)method\.md", path.read_text()):
                 bare.append(str(path.relative_to(ROOT)))
     assert bare == []
+
+
+def serve_closure() -> set[str]:
+    """Files of distill/ and export/ that serve imports, directly or not (deferred imports and package __init__s
+    included; imports under ``if TYPE_CHECKING`` are not real imports)."""
+    import grimp
+
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=False, cache_dir=None,
+                              exclude_type_checking_imports=True)
+    seen: set[str] = set()
+    todo = [m for m in graph.modules if m.split(".")[0] == "serve"]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [*graph.find_modules_directly_imported_by(m), *(".".join(parts[:i]) for i in range(1, len(parts)))]
+    files = set()
+    for m in seen:
+        if m.split(".")[0] in ("distill", "export"):
+            p = Path(*m.split("."))
+            files.add((p / "__init__.py").as_posix() if (ROOT / p / "__init__.py").exists() else f"{p.as_posix()}.py")
+    return files
+
+
+def test_serving_image_file_list_covers_what_serve_imports():
+    sys.path.insert(0, str(ROOT / "scripts" / "container"))
+    try:
+        from prune_to_serving import serving_files
+    finally:
+        sys.path.pop(0)
+    need = serve_closure()
+    assert need <= serving_files(), f"add to scripts/container/serving_files.txt: {sorted(need - serving_files())}"
+    assert "export/pipeline.py" not in serving_files() and "distill/train/loop.py" not in serving_files()
+
+
+def test_pruned_serving_tree_serves_without_torch_or_onnx(tmp_path: Path, tiny_artifact: Path, real_jpegs):
+    """The tree the image installs (prune_to_serving.py on a copy) imports the app and classifies real JPEGs while
+    torch, timm, open_clip and onnx cannot be imported (onnxruntime reads the metadata)."""
+    import shutil
+
+    src = tmp_path / "src"
+    for item in ("distill", "export", "serve", "edge_bench", "scripts/container"):
+        shutil.copytree(ROOT / item, src / item, ignore=shutil.ignore_patterns("__pycache__"))
+    res = subprocess.run([sys.executable, str(src / "scripts/container/prune_to_serving.py"), str(src)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert not (src / "edge_bench").exists() and not (src / "export" / "pipeline.py").exists()
+    code = _BLOCKED_RUN.replace('BLOCKED = (', 'BLOCKED = ("onnx", ').replace(
+        "from export.runtime import load_artifact", "import serve.app, serve.cli\nfrom export.runtime import load_artifact")
+    res = subprocess.run([sys.executable, "-c", code, json.dumps([str(p) for p in real_jpegs[:3]]), str(tiny_artifact)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["torch_blocked"] and len(got[str(tiny_artifact)]["probs"]) == 3
