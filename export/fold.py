@@ -80,16 +80,11 @@ class ProbBlendFolded(nn.Module):
         return self.alpha * torch.softmax(h[:, :c], dim=1) + (1.0 - self.alpha) * torch.softmax(h[:, c:], dim=1)
 
 
-class NormalizedEmbedding(nn.Module):
+class NormalizedEmbedding(LogitFolded):
     """backbone -> Linear(d, D) -> L2-normalise: an open-vocabulary student's embedding."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.head(self.backbone(x)), dim=-1)
+        return torch.nn.functional.normalize(super().forward(x), dim=-1)
 
 
 class TwoHead(nn.Module):

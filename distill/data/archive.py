@@ -153,14 +153,7 @@ def resolve_dataset_root(path: str | Path, subdir: str | None = None, cache_dir:
     ``validation/``) ``subdir`` picks one, ``train`` is taken when present, and otherwise it is an error.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"dataset not found: {path}")
-    if path.is_file():
-        if not is_archive(path):
-            raise DataError(f"dataset {path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
-        base = extract_archive(path, Path(cache_dir) if cache_dir else None)
-    else:
-        base = path
+    base = _as_directory(path, cache_dir, "dataset")
     if subdir:
         sub = base / subdir
         if not sub.is_dir():
@@ -196,12 +189,16 @@ def _descend(base: Path, shown: Path) -> Path:
 
 def resolve_image_dir(path: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A folder (or archive) of images in any layout, e.g. the extra unlabeled pool: no class folders needed."""
-    path = Path(path).expanduser()
+    return _as_directory(Path(path).expanduser(), cache_dir, "image folder")
+
+
+def _as_directory(path: Path, cache_dir: str | Path | None, what: str) -> Path:
+    """``path`` itself when it is a directory, the extracted copy when it is an archive; ``what`` names it in errors."""
     if not path.exists():
-        raise DataError(f"image folder not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     if path.is_file():
         if not is_archive(path):
-            raise DataError(f"{path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
+            raise DataError(f"{what} {path} is neither a directory nor a .tar/.tar.gz/.tgz archive")
         return extract_archive(path, Path(cache_dir) if cache_dir else None)
     return path
 
