@@ -122,3 +122,41 @@ def test_provider_choice():
     assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(ArtifactError, match="not available"):
         choose_providers(["NoSuchExecutionProvider"])
+
+
+def test_import_export_runtime_loads_no_exporter_and_export_onnx_stays_importable():
+    code = ("import sys, export.runtime; "
+            "bad = [m for m in ('export.pipeline', 'export.fold', 'export.verify', 'export.quantize', 'export.tensorrt', "
+            "'export.onnx_export', 'onnx', 'torch') if m in sys.modules]; assert not bad, bad; "
+            "from export import export_onnx, ExportResult; assert callable(export_onnx); "
+            "assert 'export.pipeline' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_load_artifact_dispatches_on_the_suffix_through_the_registry(tiny_artifact: Path, tmp_path: Path, monkeypatch):
+    """A runtime plugs in as suffix -> loader (a callable or "module:function", imported on first use)."""
+    import types
+
+    from export import runtime
+
+    calls = []
+
+    def fake_loader(path: Path, options: runtime.LoadOptions) -> runtime.Artifact:
+        calls.append((path.name, options.intra_op_threads))
+        onnx_art = runtime.load_onnx(tiny_artifact, options)
+        return runtime.Artifact(path, onnx_art.meta, onnx_art._session, backend="fake")
+
+    monkeypatch.setitem(sys.modules, "fake_runtime_plugin", types.SimpleNamespace(load=fake_loader))
+    monkeypatch.setattr(runtime, "_LOADERS", dict(runtime._LOADERS))
+    runtime.register_loader(".fake", "fake_runtime_plugin:load")
+    model = tmp_path / "model.FAKE"
+    model.write_bytes(b"whatever the runtime reads")
+    art = load_artifact(model, intra_op_threads=1)
+    assert calls == [("model.FAKE", 1)] and art.backend == "fake" and ".fake" in runtime.registered_suffixes()
+    assert art.run(np.zeros((2, 3, 32, 32), np.float32)).shape == (2, 10)
+    # a suffix nobody registered is tried as ONNX, whose error says why it is not loadable
+    other = tmp_path / "model.bin"
+    other.write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match="not a loadable ONNX model"):
+        load_artifact(other)
+    assert runtime.loader_for(tmp_path / "m.engine") is runtime.load_engine
