@@ -50,8 +50,17 @@ class BlendChoice:
     val_acc: float | None = None
 
 
+def _np(x: Any) -> np.ndarray:
+    """An array from a numpy array, a list or a torch tensor (any device, with or without grad; torch not imported)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu()
+        x = x.float() if getattr(x, "is_floating_point", lambda: False)() else x
+        return x.numpy()
+    return np.asarray(x)
+
+
 def _f32(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)
+    return np.asarray(_np(x), dtype=np.float32)
 
 
 def check_kind(kind: str) -> None:
@@ -98,10 +107,10 @@ def _rate(hits: np.ndarray) -> float:
 
 def accuracy(scores: Any, labels: Any) -> float:
     """Top-1 accuracy of (N, C) scores; NaN for an empty split."""
-    y = np.asarray(labels).reshape(-1)
+    y = _np(labels).reshape(-1)
     if y.size == 0:
         return float("nan")
-    return _rate(np.asarray(scores).argmax(-1) == y)
+    return _rate(_np(scores).argmax(-1) == y)
 
 
 # -- the grid search ---------------------------------------------------------------------------------------
@@ -116,7 +125,7 @@ def grid_correct(
 ) -> np.ndarray:
     """Number of correct predictions for every (alpha, beta): a (len(alphas), len(betas)) int64 array."""
     check_kind(kind)
-    h_ce, h_kd, y = _f32(h_ce), _f32(h_kd), np.asarray(labels).astype(np.int64).reshape(-1)
+    h_ce, h_kd, y = _f32(h_ce), _f32(h_kd), _np(labels).astype(np.int64).reshape(-1)
     a = np.asarray(alphas, dtype=np.float32).reshape(-1, 1, 1)
     out = np.zeros((len(alphas), len(betas)), dtype=np.int64)
     step = max(1, min(int(chunk), _GRID_ELEMENTS // max(1, len(alphas) * h_ce.shape[-1])))
@@ -141,7 +150,7 @@ def best_grid_point(correct: np.ndarray, alphas: Sequence[float] = ALPHAS,
 def search_blend(h_ce: Any, h_kd: Any, labels: Any, kind: str, alphas: Sequence[float] = ALPHAS,
                  betas: Sequence[float] = BETAS) -> tuple[float, float, float]:
     """Grid-search one blend on labelled logits; returns (alpha, beta, accuracy at that point)."""
-    n = np.asarray(labels).size
+    n = _np(labels).size
     if n == 0:
         raise ValueError("the blend search needs labelled rows")
     i, j = best_grid_point(grid_correct(kind, h_ce, h_kd, labels, alphas, betas), alphas, betas)
@@ -160,10 +169,10 @@ def search_blends(
     betas: Sequence[float] = BETAS,
 ) -> dict[str, Any]:
     """Grid-search both blends on validation, report them on test; returns the checkpoint's ``blend`` dict."""
-    n_val = np.asarray(val_labels).size
+    n_val = _np(val_labels).size
     if n_val == 0:
         raise ValueError("the blend search needs a non-empty validation split")
-    has_test = test_labels is not None and np.asarray(test_labels).size > 0
+    has_test = test_labels is not None and _np(test_labels).size > 0
     result: dict[str, Any] = {}
     for kind in KINDS:
         alpha, beta, val_acc = search_blend(val_ce, val_kd, val_labels, kind, alphas, betas)
@@ -177,7 +186,7 @@ def search_blends(
     result["agreement_prob_logit"] = _agreement(result, val_ce, val_kd)
     result["agreement_prob_logit_test"] = _agreement(result, test_ce, test_kd) if has_test else None
     result["grid"] = {"alphas": list(map(float, alphas)), "betas": list(map(float, betas)), "selected_on": "val",
-                      "n_val": int(n_val), "n_test": int(np.asarray(test_labels).size) if has_test else 0}
+                      "n_val": int(n_val), "n_test": int(_np(test_labels).size) if has_test else 0}
     return result
 
 

@@ -152,3 +152,13 @@ def test_blend_module_is_numpy_only_and_matches_the_runtime():
     # torch tensors (the training loop's CPU logits) give the same numbers as numpy
     t = torch.from_numpy(ce.astype(np.float32)), torch.from_numpy(kd.astype(np.float32))
     np.testing.assert_array_equal(prob_blend(*t, 0.3, 2.0), prob_blend(ce, kd, 0.3, 2.0))
+
+
+def test_torch_inputs_with_grad_and_half_precision_are_accepted():
+    ce = torch.randn(6, 4, requires_grad=True)
+    kd = torch.randn(6, 4).half()
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    from distill.blend import accuracy, blend_scores
+
+    want = accuracy(blend_scores("prob", ce.detach().numpy(), kd.float().numpy(), 0.5, 0.5), y.numpy())
+    assert accuracy(blend_scores("prob", ce, kd, 0.5, 0.5), y) == want
