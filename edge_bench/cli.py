@@ -361,6 +361,7 @@ def int8_cmd(
     spin: str = typer.Option("default", help="onnxruntime thread spinning: default, on or off."),
     reuse: bool = typer.Option(False, help="Reuse variants already in --out."),
     timing: bool = typer.Option(True, help="--no-timing: accuracy only."),
+    profile: bool = typer.Option(False, help="onnxruntime per-op profile at the smallest and largest batch."),
     out: Path = typer.Option(Path("runs/bench-int8"), help="Output directory (variants and bench_int8.json)."),
 ) -> None:
     """int8 vs fp32 on this CPU: build the variants, check accuracy, time them interleaved (the int8 evidence)."""
@@ -383,7 +384,8 @@ def int8_cmd(
     cfg = Int8Bench(fp32=fp32, data=data, out=out, configs=parse_configs(configs), calib=calib, per_class=per_class,
                     calib_per_class=calib_per_class, calib_skip=calib_skip, batches=_ints(batches, "--batches"),
                     threads=_ints(threads, "--threads"), rounds=rounds, seconds=seconds,
-                    spin=None if spin == "default" else spin == "on", reuse=reuse, timing=timing)
+                    spin=None if spin == "default" else spin == "on", reuse=reuse, timing=timing,
+                    profile=profile)
     report = run_int8_bench(cfg, log=lambda s: console.print(s, highlight=False))
     atomic_write_json(out / "bench_int8.json", report)
     if report["timing"]:

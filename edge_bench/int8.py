@@ -15,12 +15,16 @@ The evidence behind export's default int8 configuration (:data:`export.quantize.
   order rotated per round); a round's figure is its median call time, and the speed-up is the median over rounds
   of the per-round ratio fp32 / int8 (paired, so load drifting between rounds cancels).
 
+* ``--profile``: onnxruntime's per-node profile (batch 1 and the largest batch, 1 thread) summed per op type,
+  through ``export.runtime`` (``load_artifact(..., profile_prefix=...)``).
+
 The load average and the CPU's ISA flags are recorded with the numbers; output ``OUT/bench_int8.json`` and a
 markdown table.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import statistics
@@ -57,6 +61,7 @@ class Int8Bench:
     spin: bool | None = None
     reuse: bool = False
     timing: bool = True
+    profile: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +183,39 @@ def time_interleaved(paths: dict[str, Path], x: np.ndarray, cfg: Int8Bench, log:
     return rows
 
 
+def op_profile(paths: dict[str, Path], x: np.ndarray, batches: Sequence[int], out: Path, log: Log,
+               iters: int = 50) -> dict[str, Any]:
+    """onnxruntime's per-node profile (1 thread) summed per op type, per model and batch size (microseconds per run)."""
+    from export.runtime import load_artifact
+
+    result: dict[str, Any] = {}
+    for name, p in paths.items():
+        for b in batches:
+            art = load_artifact(p, providers=["CPUExecutionProvider"], intra_op_threads=1,
+                                profile_prefix=str(out / f"prof_{name}_b{b}"))
+            batch = np.ascontiguousarray(np.concatenate([x] * -(-b // len(x)))[:b])
+            for _ in range(5 + iters):
+                art.run(batch)
+            trace = art.end_profiling()
+            events = json.loads(trace.read_text())
+            trace.unlink(missing_ok=True)
+            per_op: dict[str, float] = defaultdict(float)
+            total, nodes = 0.0, 0
+            for e in events:
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                    per_op[e.get("args", {}).get("op_name", "?")] += e["dur"]
+                    nodes += 1
+                elif e.get("cat") == "Session" and e.get("name") == "model_run":
+                    total += e["dur"]
+            runs = 5 + iters
+            r = {"model_run_us": total / runs, "nodes": nodes // runs,
+                 "ops_us": {k: v / runs for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])}}
+            result[f"{name}/b{b}"] = r
+            ops = ", ".join(f"{k} {v:.0f}" for k, v in list(r["ops_us"].items())[:8])
+            log(f"profile {name} b{b}: run {r['model_run_us']:.0f} us, {r['nodes']} nodes: {ops}")
+    return result
+
+
 def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
     """Build (or reuse) the variants, measure accuracy and interleaved speed; returns the report."""
     from export.quantize import INT8_CONFIGS
@@ -205,6 +243,7 @@ def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
         log(f"accuracy {n}: top1 {100 * r['top1']:.2f}%  agree-with-fp32 {100 * r['agree_fp32']:.2f}%  "
             f"(delta {100 * (r['top1'] - acc['fp32']['top1']):+.2f} pt)")
     rows = time_interleaved(paths, x, cfg, log) if cfg.timing else []
+    prof = op_profile(paths, x, sorted({cfg.batches[0], cfg.batches[-1]}), cfg.out, log) if cfg.profile else None
     import onnxruntime
 
     return {
@@ -214,7 +253,8 @@ def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
                      "seconds": cfg.seconds, "spin": cfg.spin, "per_class": cfg.per_class,
                      "calib": str(calib_dir), "calib_per_class": cfg.calib_per_class, "calib_skip": cfg.calib_skip},
         "configs": {n: INT8_CONFIGS[n].describe() for n in cfg.configs},
-        "sizes": {n: p.stat().st_size for n, p in paths.items()}, "accuracy": acc, "timing": rows, **cfg.extra,
+        "sizes": {n: p.stat().st_size for n, p in paths.items()}, "accuracy": acc, "timing": rows, "profile": prof,
+        **cfg.extra,
     }
 
 

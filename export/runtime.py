@@ -151,6 +151,13 @@ class Artifact:
         names = list(names) if names is not None else self.meta.class_names
         return [[Prediction(int(i), names[int(i)], float(row[int(i)])) for i in idx] for row, idx in zip(probs, order)]
 
+    def end_profiling(self) -> Path:
+        """Stop onnxruntime's profiler (``load_artifact(..., profile_prefix=...)``) and return its JSON trace."""
+        end = getattr(self._session, "end_profiling", None)
+        if end is None:
+            raise ArtifactError(f"the {self.backend} backend does not profile")
+        return Path(end())
+
     def _check_batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         want = self.input_shape
@@ -188,12 +195,15 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 class _OrtSession:
     def __init__(self, path: Path, providers: Sequence[str] | None, intra_op_threads: int | None,
-                 allow_spinning: bool | None = None) -> None:
+                 allow_spinning: bool | None = None, profile_prefix: str | None = None) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
+        if profile_prefix:  # onnxruntime's per-node profile; Artifact.end_profiling() returns the file
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile_prefix)
         if allow_spinning is not None:  # False: idle pool threads sleep instead of busy-waiting for the next call
             for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
                 opts.add_session_config_entry(key, "1" if allow_spinning else "0")
@@ -212,18 +222,22 @@ class _OrtSession:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         return list(self.sess.run(self.output_names, {self.input_name: batch}))
 
+    def end_profiling(self) -> str:
+        return str(self.sess.end_profiling())
+
 
 def load_artifact(path: str | os.PathLike[str], providers: Sequence[str] | None = None,
                   intra_op_threads: int | None = None, labels: "str | os.PathLike[str] | LabelSet | None" = None,
-                  allow_spinning: bool | None = None) -> Artifact:
+                  allow_spinning: bool | None = None, profile_prefix: str | None = None) -> Artifact:
     """Load an ``.onnx`` artifact (onnxruntime) or a TensorRT ``.engine`` (with its ``.engine.json`` sidecar).
 
     ``labels``: an embedding artifact's label set; default :func:`default_labels_path`.
     ``allow_spinning``: onnxruntime thread-pool spinning (None: ORT's default, on). A server whose event loop
     shares the cores with inference wants ``False``: spinning pool threads burn the CPU the loop needs.
+    ``profile_prefix``: onnxruntime profiling into ``<prefix>_<date>.json`` (``art.end_profiling()``), for benchmarks.
     Raises :class:`export.errors.ArtifactError` for a missing, corrupt, foreign or incompatible artifact.
     """
-    art = _load(Path(path), providers, intra_op_threads, allow_spinning)
+    art = _load(Path(path), LoadOptions(providers, intra_op_threads, allow_spinning, profile_prefix))
     if art.is_embedding:
         art.set_labels(labels if labels is not None else default_labels_path(art.path, art.meta))
     return art
@@ -247,6 +261,7 @@ class LoadOptions:
     providers: Sequence[str] | None = None
     intra_op_threads: int | None = None
     allow_spinning: bool | None = None
+    profile_prefix: str | None = None
 
 
 #: A loader turns an existing artifact file into an :class:`Artifact` (or raises :class:`ArtifactError`).
@@ -276,18 +291,18 @@ def registered_suffixes() -> tuple[str, ...]:
     return tuple(sorted(_LOADERS))
 
 
-def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None,
-          allow_spinning: bool | None = None) -> Artifact:
+def _load(p: Path, options: LoadOptions) -> Artifact:
     if not p.exists():
         raise ArtifactError(f"artifact not found: {p}")
     if p.is_dir():
         raise ArtifactError(f"artifact path {p} is a directory (pass the .onnx or .engine file)")
-    return loader_for(p)(p, LoadOptions(providers, intra_op_threads, allow_spinning))
+    return loader_for(p)(p, options)
 
 
 def load_onnx(p: Path, options: LoadOptions) -> Artifact:
     """An ONNX artifact through onnxruntime; the metadata is read from the model's properties."""
-    session = _OrtSession(p, options.providers, options.intra_op_threads, options.allow_spinning)
+    session = _OrtSession(p, options.providers, options.intra_op_threads, options.allow_spinning,
+                          options.profile_prefix)
     meta = ArtifactMetadata.from_props(session.props, p)
     missing = [n for n in meta.output_names if n not in session.output_names]
     if missing:

@@ -41,7 +41,7 @@ def test_int8_command_on_the_tiny_artifact(tiny_artifact: Path, cifar_small_dir:
     out = tmp_path / "int8"
     res = bench_cli.invoke("int8", str(tiny_artifact), "--data", str(cifar_small_dir), "--per-class", "2",
                            "--calib-per-class", "1", "--calib-skip", "2", "--configs", "cpu", "--batches", "1,3",
-                           "--threads", "1", "--rounds", "2", "--seconds", "0.01", "--out", str(out))
+                           "--threads", "1", "--rounds", "2", "--seconds", "0.01", "--profile", "--out", str(out))
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "bench_int8.json").read_text())
     assert rep["accuracy"]["fp32"]["agree_fp32"] == 1.0 and rep["accuracy"]["fp32"]["n"] == 20
@@ -54,6 +54,11 @@ def test_int8_command_on_the_tiny_artifact(tiny_artifact: Path, cifar_small_dir:
     meta = read_metadata(out / f"{tiny_artifact.stem}.cpu.onnx")
     assert (meta.precision, meta.quantization, meta.class_names) == ("int8", "cpu", read_metadata(tiny_artifact).class_names)
     assert "| cpu | 1 | 3 |" in res.output
+    prof = rep["profile"]
+    assert set(prof) == {"fp32/b1", "fp32/b3", "cpu/b1", "cpu/b3"} and prof["fp32/b1"]["nodes"] > 0
+    assert "Conv" in prof["fp32/b1"]["ops_us"] and any(op.startswith("QLinear") or "Integer" in op or op == "QuantizeLinear"
+                                                      for op in prof["cpu/b3"]["ops_us"])
+    assert not list(out.glob("prof_*.json"))  # traces are summarised, then removed
 
 
 @pytest.mark.parametrize("args,msg", [
