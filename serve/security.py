@@ -30,15 +30,15 @@ class BearerAuthMiddleware:
     """401 + ``WWW-Authenticate: Bearer`` unless the request carries the token (CORS preflights pass: the CORS
     middleware outside answers them, and browsers never send credentials on a preflight)."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app, self.token = app, token
+    def __init__(self, app: ASGIApp, token: str, admin_token: str | None = None) -> None:
+        self.app, self.tokens = app, [t for t in (token, admin_token) if t]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_open(scope.get("path", "")) or scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)
             return
         auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
-        if token_ok(auth, self.token):
+        if any(token_ok(auth, t) for t in self.tokens):  # the admin token opens everything the API token does
             await self.app(scope, receive, send)
             return
         reason = "missing bearer token" if not auth else "wrong bearer token"
@@ -57,7 +57,7 @@ class BearerAuthMiddleware:
 def install_security(app, settings) -> None:  # type: ignore[no-untyped-def]
     """Add auth (when a token is set) inside, and CORS (when origins are set) outside, the app's middleware."""
     if settings.api_token:
-        app.add_middleware(BearerAuthMiddleware, token=settings.api_token)
+        app.add_middleware(BearerAuthMiddleware, token=settings.api_token, admin_token=settings.admin_token)
 
 
 def install_cors(app, settings) -> None:  # type: ignore[no-untyped-def]

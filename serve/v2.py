@@ -46,7 +46,6 @@ from .v2_schemas import (InferenceRequest, InferenceResponse, ModelMetadata, Req
 router = APIRouter(prefix="/v2", tags=["v2"])
 
 HEADER_LENGTH = "inference-header-content-length"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 V2_TO_NP = {"FP32": np.float32, "UINT8": np.uint8, "FP16": np.float16, "FP64": np.float64, "INT8": np.int8,
             "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT16": np.uint16, "UINT32": np.uint32,
             "UINT64": np.uint64, "BOOL": np.bool_}
@@ -95,19 +94,23 @@ def _get(request: Request, name: str, version: Optional[str]) -> LoadedModel:
 
 # -- health and metadata -------------------------------------------------------------------------------
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
-async def server_metadata() -> ServerMetadata:
+async def server_metadata(request: Request) -> ServerMetadata:
     from .app import _version
 
-    return ServerMetadata(name="distill-serve", version=_version(), extensions=EXTENSIONS)
+    return ServerMetadata(name="distill-serve", version=_version(), extensions=list(_models(request).extensions))
 
 
-@router.get("/health/live", summary="Server live", responses={200: {"description": "Live (empty body)."}})
+_EMPTY = {"description": "Yes (empty body).", "content": {}}
+_NOT = {"description": "No (empty body; Retry-After).", "content": {}}
+
+
+@router.get("/health/live", summary="Server live", response_class=Response, responses={200: _EMPTY})
 async def server_live(request: Request) -> Response:
     return Response(status_code=200 if _models(request).live() else 503)
 
 
-@router.get("/health/ready", summary="Server ready (every model it serves is ready)",
-            responses={200: {"description": "Ready (empty body)."}, 503: {"description": "Not ready."}})
+@router.get("/health/ready", summary="Server ready (every model it serves is ready)", response_class=Response,
+            responses={200: _EMPTY, 503: _NOT})
 async def server_ready(request: Request) -> Response:
     if _models(request).ready():
         return Response(status_code=200)
@@ -143,12 +146,13 @@ async def _ready(request: Request, name: str, version: Optional[str]) -> Respons
     return Response(status_code=200)
 
 
-@router.get("/models/{name}/ready", responses=_ERR, summary="Model ready")
+@router.get("/models/{name}/ready", responses={200: _EMPTY, **_ERR}, summary="Model ready", response_class=Response)
 async def model_ready(request: Request, name: str) -> Response:
     return await _ready(request, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses=_ERR, summary="Model version ready")
+@router.get("/models/{name}/versions/{version}/ready", responses={200: _EMPTY, **_ERR}, summary="Model version ready",
+            response_class=Response)
 async def model_version_ready(request: Request, name: str, version: str) -> Response:
     return await _ready(request, name, version)
 
@@ -213,6 +217,8 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise ProtocolError(400, f"cannot decompress the {encoding} body: {e}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise ProtocolError(413, f"decompressed body exceeds the limit of {limit} bytes")
+    if not d.eof:
+        raise ProtocolError(400, f"cannot decompress the {encoding} body: it is truncated")
     return out
 
 

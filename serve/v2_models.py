@@ -19,7 +19,7 @@ import numpy as np
 
 from export.runtime import Artifact, postprocess
 
-from .batching import MicroBatcher
+from .batching import BatchObserver, MicroBatcher
 from .settings import ServeSettings
 
 log = logging.getLogger("serve.v2")
@@ -50,7 +50,7 @@ class LoadedModel:
     """One model version: its artifact, its batcher (outputs ``[probs | raw outputs...]``) and in-flight count."""
 
     def __init__(self, name: str, version: str, artifact: Artifact, settings: ServeSettings,
-                 sha256: str = "") -> None:
+                 sha256: str = "", observer: Optional[BatchObserver] = None) -> None:
         self.name, self.version, self.artifact, self.settings, self.sha256 = name, version, artifact, settings, sha256
         meta = artifact.meta
         n_classes = meta.num_classes
@@ -62,7 +62,8 @@ class LoadedModel:
         self.input_name = meta.input_name
         self.input_dtype = np.dtype(artifact.input_dtype)
         self.batcher = MicroBatcher(self._run, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                                    queue_size=settings.queue_size, adaptive_wait=settings.adaptive_wait)
+                                    queue_size=settings.queue_size, adaptive_wait=settings.adaptive_wait,
+                                    observer=observer)
         self.ready = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -134,6 +135,8 @@ class LoadedModel:
 class ModelSet(Protocol):
     """What the v2 routes need from whatever serves the models."""
 
+    extensions: tuple[str, ...]
+
     def live(self) -> bool: ...
 
     def ready(self) -> bool: ...
@@ -149,6 +152,7 @@ class SingleModelSet:
     """The one ``--model`` artifact as v2 model ``<name>`` version ``1`` (served beside ``/v1/classify``)."""
 
     VERSION = "1"
+    extensions = ("binary_tensor_data", "classification")
 
     def __init__(self, state: object) -> None:
         self.state = state  # serve.state.ServeState
@@ -158,7 +162,8 @@ class SingleModelSet:
         st = self.state
         art = st.artifact  # type: ignore[attr-defined]
         info = st.model_info  # type: ignore[attr-defined]
-        self.model = LoadedModel(info.name, self.VERSION, art, st.settings, st.sha256)  # type: ignore[attr-defined]
+        self.model = LoadedModel(info.name, self.VERSION, art, st.settings, st.sha256,  # type: ignore[attr-defined]
+                                 observer=st.metrics)  # type: ignore[attr-defined]
         await self.model.start(warm=False)  # the app's own warm-up gates readiness; this model shares the session
 
     async def close(self) -> None:
