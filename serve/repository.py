@@ -260,7 +260,8 @@ async def repository_index(request: Request) -> list[RepositoryIndexEntry]:
     return _repo(request).index(ready_only=ready_only)
 
 
-@router.post("/models/{name}/load", responses={200: _EMPTY, **_ERR}, response_class=Response, summary="Load (or update to) what the model's folder holds now")
+@router.post("/models/{name}/load", responses={200: _EMPTY, **_ERR}, response_class=Response,
+             summary="Load (or update to) what the model's folder holds now")
 async def repository_load(request: Request, name: str) -> Response:
     _require_control_token(request)
     try:
@@ -270,7 +271,8 @@ async def repository_load(request: Request, name: str) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/models/{name}/unload", responses={200: _EMPTY, **_ERR}, response_class=Response, summary="Stop serving a model (after its in-flight requests)")
+@router.post("/models/{name}/unload", responses={200: _EMPTY, **_ERR}, response_class=Response,
+             summary="Stop serving a model (after its in-flight requests)")
 async def repository_unload(request: Request, name: str) -> Response:
     _require_control_token(request)
     try:
