@@ -236,8 +236,9 @@ def parse_request(body: bytes, header_length: Optional[str]) -> tuple[InferenceR
         head, rest = body, b""
     try:
         raw = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ProtocolError(400, f"the inference request is not valid JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ProtocolError(400, f"the inference request is not valid JSON: {type(e).__name__}: "
+                            f"{str(e)[:200]}") from None
     try:
         req = InferenceRequest.model_validate(raw)
     except ValidationError as e:
@@ -314,7 +315,7 @@ def _json_array(inp: RequestInput, dtype: np.dtype) -> np.ndarray:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a):
             raise bad()
         x = np.asarray(a.tolist(), dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise bad() from None
     if dtype.kind == "u":
         info = np.iinfo(dtype)

@@ -85,6 +85,8 @@ def _tensor(shape: list[int], dtype: str = "FP32", **kw: Any) -> dict[str, Any]:
 
 BAD_JSON: list[tuple[str, Any, int, str]] = [
     ("not json", b"{nope", 400, "not valid JSON"),
+    ("deep nesting", b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),
+    ("huge integer", _tensor([1, 3, 32, 32], data=[10 ** 400] * 3072), 400, "must be a (flat or nested) list"),
     ("no inputs", {"inputs": []}, 400, "invalid inference request"),
     ("inputs not a list", {"inputs": 3}, 400, "invalid inference request"),
     ("two inputs", {"inputs": [_tensor([1])["inputs"][0]] * 2}, 400, "exactly one input"),
