@@ -1,4 +1,4 @@
-"""``distill export`` / ``python -m export``: ``onnx`` (student or teacher) and ``tensorrt``.
+"""``distill export`` / ``python -m export``: ``onnx`` (student or teacher), ``tensorrt`` and ``triton``.
 
 Heavy imports (torch, onnx tooling, TensorRT) happen inside the commands so ``--help`` stays fast and torch-free.
 """
@@ -137,6 +137,39 @@ def tensorrt_cmd(
     info = build_engine(onnx_path, output, precision=precision, min_batch=min_batch, opt_batch=opt_batch,
                         max_batch=max_batch, workspace_gb=workspace_gb)
     console.print(f"wrote TensorRT engine {output} ({info['build_path']}); sidecar {info['sidecar']}")
+
+
+@app.command("triton")
+def triton_cmd(
+    artifact: Path = typer.Option(..., "--artifact", "-a", help="A verified .onnx artifact from 'distill export onnx' (use --input uint8 there to let clients send raw pixels)."),
+    repository: Path = typer.Option(..., "--repository", "-r", help="Triton model repository folder (created if missing); the model goes to REPOSITORY/NAME/VERSION/model.onnx."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (folder) [the artifact's model name]."),
+    version: Optional[int] = typer.Option(None, "--version", help="Version folder [one past the highest present, 1 for a new model]."),
+    max_batch_size: int = typer.Option(32, "--max-batch-size", help="Triton max_batch_size (the graph's batch axis must be dynamic)."),
+    preferred_batch_size: Optional[List[str]] = typer.Option(None, "--preferred-batch-size", help="Dynamic batcher preferred sizes (repeat or comma-separate) [4, 8, 16, 32 up to --max-batch-size]."),
+    max_queue_delay_us: int = typer.Option(500, "--max-queue-delay-us", min=0, help="Dynamic batcher: longest wait for a batch to fill, microseconds."),
+    instances: int = typer.Option(1, "--instances", help="Model instances (instance_group count)."),
+    kind: str = typer.Option("auto", "--kind", help="instance_group kind: auto, cpu or gpu."),
+    tensorrt_fp16: bool = typer.Option(False, "--tensorrt-fp16", help="GPU: run through the TensorRT accelerator of the onnxruntime backend in fp16."),
+    warmup: bool = typer.Option(True, "--warmup/--no-warmup", help="model_warmup with zero inputs at batch 1 and --max-batch-size."),
+    allow_unverified: bool = typer.Option(False, "--allow-unverified", help="Accept an artifact without a verification report."),
+) -> None:
+    """Write a Triton model repository (config.pbtxt read from the ONNX graph, labels.txt, VERSION/model.onnx)."""
+    if kind not in ("auto", "cpu", "gpu"):
+        raise ExportError(f"--kind must be auto, cpu or gpu, got {kind!r}")
+    try:
+        sizes = tuple(int(s) for s in _split(preferred_batch_size))
+    except ValueError:
+        raise ExportError(f"--preferred-batch-size takes integers, got {preferred_batch_size}") from None
+    from .triton import export_triton
+
+    res = export_triton(artifact, repository, name=name, version=version, max_batch_size=max_batch_size,
+                        preferred_batch_sizes=sizes, max_queue_delay_us=max_queue_delay_us, instances=instances,
+                        kind=kind, tensorrt_fp16=tensorrt_fp16, warmup=warmup,  # type: ignore[arg-type]
+                        allow_unverified=allow_unverified)
+    console.print(f"wrote Triton model {res.model_dir.name} version {res.version}: {res.model} "
+                  f"(sha256 {res.sha256[:12]}), {res.config}" + (f", {res.labels}" if res.labels else ""))
+    typer.echo(str(res.model_dir))
 
 
 def main() -> None:

@@ -33,7 +33,10 @@ from .metrics import ServeMetrics
 from .routes import router
 from .schemas import ErrorResponse
 from .settings import ServeSettings
+from .security import install_cors, install_security
 from .state import ServeState
+from . import v2
+from .v2_models import SingleModelSet
 
 log = logging.getLogger("serve")
 
@@ -105,8 +108,9 @@ class ServeMiddleware:
                 except ValueError:
                     too_long = False
             if too_long:
-                await _send_json(send_wrapper, 413, {"detail": f"request body of {int(length)} bytes exceeds the "
-                                                     f"limit of {limit} bytes", "request_id": rid, "errors": []})
+                msg = f"request body of {int(length)} bytes exceeds the limit of {limit} bytes"
+                body: dict[str, Any] = {"detail": msg, "request_id": rid, "errors": []}
+                await _send_json(send_wrapper, 413, {"error": msg} if scope["path"].startswith("/v2") else body)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except Exception:  # noqa: BLE001 - a bug must become a 500 with the request id, not a dropped socket
@@ -156,7 +160,12 @@ def _install_handlers(app: FastAPI) -> None:
 def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Artifact] = None) -> FastAPI:
     """Build the app. ``artifact``: an already loaded model (the CLI loads it first to fail fast)."""
     settings = settings or ServeSettings()
+    if settings.model_repository is not None:  # v2 only, every model of a Triton model repository
+        from .repository import create_repository_app
+
+        return create_repository_app(settings)
     state = ServeState(settings, artifact)
+    v2_models = SingleModelSet(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +179,7 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
         )
         await batcher.start()
         state.batcher = batcher
+        await v2_models.start()
 
         async def warm() -> None:
             try:
@@ -191,6 +201,7 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
         finally:
             state.set_status("draining")
             warm_task.cancel()
+            await v2_models.close()
             await batcher.close(timeout=settings.drain_timeout_s)
             log.info("stopped: %d batches, %d images", batcher.batches, batcher.images)
 
@@ -202,8 +213,11 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     )
     app.state.serve = state
     app.include_router(router)
+    v2.install(app, v2_models)
     _install_handlers(app)
+    install_security(app, settings)
     app.add_middleware(ServeMiddleware, metrics=state.metrics, max_body=settings.max_request_bytes)
+    install_cors(app, settings)
     return app
 
 

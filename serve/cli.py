@@ -28,6 +28,7 @@ app = DistillTyper(
 @app.callback(invoke_without_command=True)
 def serve(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Artifact (.onnx, or .engine with sidecar). Env: DISTILL_SERVE_MODEL."),
+    model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="Serve every model of a Triton model repository ('distill export triton' layout) over the v2 protocol, with zero-downtime version updates (POST /v2/repository/models/NAME/load). Env: DISTILL_SERVE_MODEL_REPOSITORY."),
     host: Optional[str] = typer.Option(None, help="Bind address [127.0.0.1; 0.0.0.0 in the container]."),
     port: Optional[int] = typer.Option(None, help="Port [8000]."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most images per inference call; 1 disables batching [16]."),
@@ -50,7 +51,7 @@ def serve(
 ) -> None:
     """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
     overrides: dict[str, Any] = {
-        "model": model, "host": host, "port": port, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        "model": model, "model_repository": model_repository, "host": host, "port": port, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
         "adaptive_wait": adaptive_wait, "batch_sizing": batch_sizing, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
         "max_request_bytes": max_request_bytes, "max_pixels": max_pixels, "max_images_per_request": max_images,
         "default_top_k": top_k, "intra_op_threads": threads, "providers": provider or None, "warmup": warmup,
@@ -60,8 +61,6 @@ def serve(
 
 
 def run_server(overrides: dict[str, Any]) -> None:
-    from distill.errors import DistillError
-
     from .settings import ServeSettings
 
     try:
@@ -70,8 +69,12 @@ def run_server(overrides: dict[str, Any]) -> None:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         fail(f"invalid setting {where}: {first['msg']} (option --{where.replace('_', '-')} or DISTILL_SERVE_{where.upper()})")
-    if settings.model is None:
-        fail("no model given: pass --model ARTIFACT or set DISTILL_SERVE_MODEL")
+    if settings.model is not None and settings.model_repository is not None:
+        fail("pass either --model ARTIFACT or --model-repository DIR, not both")
+    if settings.model is None and settings.model_repository is None:
+        fail("no model given: pass --model ARTIFACT (or --model-repository DIR) or set DISTILL_SERVE_MODEL")
+    if settings.model_repository is not None and not settings.model_repository.is_dir():
+        fail(f"model repository {settings.model_repository} is not a directory (write one with 'distill export triton')")
     for option, impl in (("loop", settings.loop), ("http", settings.http)):
         if impl in ("uvloop", "httptools") and importlib.util.find_spec(impl) is None:
             fail(f"--{option} {impl}: {impl} is not installed (pip install '{impl}', or --{option} auto)")
@@ -82,13 +85,10 @@ def run_server(overrides: dict[str, Any]) -> None:
 
     from .app import create_app
 
-    try:
-        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
-                            allow_spinning=settings.ort_spinning)
-    except DistillError as e:
-        fail(f"cannot serve model: {e}")
-    except Exception as e:  # noqa: BLE001 - any loader failure is reported as one line, not a traceback
-        fail(f"cannot serve model {settings.model}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if settings.model_repository is not None:
+        art = None  # each model version is loaded (and warmed) by the repository, before it takes traffic
+    else:
+        art = _load_or_fail(settings, load_artifact)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app_ = create_app(settings, artifact=art)
     _exit_zero_on_stop_signals()
@@ -97,6 +97,18 @@ def run_server(overrides: dict[str, Any]) -> None:
         log_level=settings.log_level, access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, server_header=False,
     )
+
+
+def _load_or_fail(settings: Any, load_artifact: Any) -> Any:
+    from distill.errors import DistillError
+
+    try:
+        return load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+                            allow_spinning=settings.ort_spinning)
+    except DistillError as e:
+        fail(f"cannot serve model: {e}")
+    except Exception as e:  # noqa: BLE001 - any loader failure is reported as one line, not a traceback
+        fail(f"cannot serve model {settings.model}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def _exit_zero_on_stop_signals() -> None:

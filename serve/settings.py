@@ -81,6 +81,20 @@ class ServeSettings(BaseSettings):
         "saves ~5% server CPU with batching on but costs ~17% throughput with batching off (docs/results.md §3).")
     http: Literal["auto", "h11", "httptools"] = Field(
         "auto", description="HTTP/1.1 parser (uvicorn --http). auto: httptools when installed.")
+    # -- model repository (distill serve --model-repository DIR), see serve/repository.py ------------------
+    model_repository: Optional[Path] = Field(
+        None, description="Serve every model of a Triton model repository (the layout 'distill export triton' "
+        "writes) over the v2 protocol, instead of one --model; new versions are swapped in without downtime.")
+    repository_versions: int = Field(
+        1, ge=1, description="Versions served per model: the newest N (Triton's version_policy latest).")
+    # -- security for a shared cluster (serve/security.py) ----------------------------------------------
+    api_token: Optional[str] = Field(
+        None, description="Bearer token required on every route except /health/*, /v2/health/* and /metrics; "
+        "unset: no auth.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list in the environment; ['*'] any); "
+        "empty: no CORS headers.")
+    cors_allow_credentials: bool = Field(False, description="CORS: allow credentials (cookies, Authorization).")
     log_level: str = Field("info")
     access_log: bool = Field(True)
 
