@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.runtime import Artifact
 
-from .batching import MicroBatcher
+from .batching import Arrival, MicroBatcher
 from .errors import ApiError, BodyTooLarge
 from .metrics import ServeMetrics
 from .routes import router
@@ -50,11 +50,19 @@ all-or-nothing policy for multi-image requests.
 
 
 class ServeMiddleware:
-    """Pure ASGI middleware: request id, body-size limit and per-route request metrics (cheap: no BaseHTTPMiddleware)."""
+    """Pure ASGI middleware: request id, body-size limit, per-route request metrics (cheap: no BaseHTTPMiddleware)
+    and the batcher announcement of every POST.
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, max_body: int) -> None:
+    A POST is announced to the batcher (``scope["state"]["arrival"]``, see :meth:`MicroBatcher.announce`) as soon
+    as its headers are in, before its body is read: a batch already queued waits for an upload that is still
+    arriving, so real overlapping uploads share an inference call. The route passes the arrival to ``submit``;
+    whatever happens, the announcement ends with the request.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServeState, max_body: int) -> None:
         self.app = app
-        self.metrics = metrics
+        self.state = state
+        self.metrics = state.metrics
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,6 +94,7 @@ class ServeMiddleware:
 
         received = 0
         limit = self.max_body
+        arrival: Optional[Arrival] = None
 
         async def receive_wrapper() -> Message:
             nonlocal received
@@ -108,6 +117,9 @@ class ServeMiddleware:
                 await _send_json(send_wrapper, 413, {"detail": f"request body of {int(length)} bytes exceeds the "
                                                      f"limit of {limit} bytes", "request_id": rid, "errors": []})
             else:
+                batcher = self.state.batcher
+                if scope.get("method") == "POST" and batcher is not None and self.state.ready:
+                    arrival = scope["state"]["arrival"] = batcher.announce()
                 await self.app(scope, receive_wrapper, send_wrapper)
         except Exception:  # noqa: BLE001 - a bug must become a 500 with the request id, not a dropped socket
             log.exception("unhandled error in request %s %s (request id %s)", scope.get("method"),
@@ -116,6 +128,8 @@ class ServeMiddleware:
                 await _send_json(send_wrapper, 500, {"detail": "internal server error", "request_id": rid,
                                                      "errors": []})
         finally:
+            if arrival is not None:
+                arrival.done()
             self.metrics.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
@@ -203,7 +217,7 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     app.state.serve = state
     app.include_router(router)
     _install_handlers(app)
-    app.add_middleware(ServeMiddleware, metrics=state.metrics, max_body=settings.max_request_bytes)
+    app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes)
     return app
 
 
