@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from export.runtime import Artifact
 
 from .batching import Arrival, MicroBatcher
+from .decode import DecodePool
 from .errors import ApiError, BodyTooLarge
 from .metrics import ServeMetrics
 from .routes import router
@@ -184,6 +185,9 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
         )
         await batcher.start()
         state.batcher = batcher
+        state.decoder = DecodePool(settings.decode_pool_threads(), settings.decode_queue)
+        log.info("decode pool: %d threads; onnxruntime intra-op threads: %d", state.decoder.threads,
+                 settings.ort_threads())
 
         async def warm() -> None:
             try:
@@ -206,6 +210,7 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
             state.set_status("draining")
             warm_task.cancel()
             await batcher.close(timeout=settings.drain_timeout_s)
+            state.decoder.close()
             log.info("stopped: %d batches, %d images", batcher.batches, batcher.images)
 
     app = FastAPI(

@@ -83,7 +83,7 @@ def run_server(overrides: dict[str, Any]) -> None:
     from .app import create_app
 
     try:
-        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+        art = load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.ort_threads(),
                             allow_spinning=settings.ort_spinning)
     except DistillError as e:
         fail(f"cannot serve model: {e}")

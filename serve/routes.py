@@ -237,7 +237,11 @@ async def classify(
         if _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
             x, errors = _decode_all(state, uploads)  # a few small images: microseconds, no thread hop
         else:
-            x, errors = await anyio.to_thread.run_sync(_decode_all, state, uploads)
+            try:
+                x, errors = await state.decoder.run(_decode_all, state, uploads)  # type: ignore[union-attr]
+            except QueueFull as e:
+                raise ApiError(503, f"server busy: {e}",
+                               headers={"Retry-After": str(state.settings.retry_after_s)}) from None
         preprocess_ms = (time.perf_counter() - t0) * 1e3
         if errors:
             for e in errors:
