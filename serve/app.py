@@ -54,17 +54,26 @@ class ServeMiddleware:
     """Pure ASGI middleware: request id, body-size limit, per-route request metrics (cheap: no BaseHTTPMiddleware)
     and the batcher announcement of every POST.
 
+    A request over the body limit is refused with 413 before its body is read (``Content-Length``) or as soon as
+    it grows past the limit; the response is sent first, then what the client still sends is read and dropped
+    (up to ``drain_bytes`` within ``drain_s``) before the connection is closed. Closing with an unread body makes
+    the kernel reset the connection, and a client still sending (async httpx, for one) then gets a read error
+    instead of the 413.
+
     A POST is announced to the batcher (``scope["state"]["arrival"]``, see :meth:`MicroBatcher.announce`) as soon
     as its headers are in, before its body is read: a batch already queued waits for an upload that is still
     arriving, so real overlapping uploads share an inference call. The route passes the arrival to ``submit``;
     whatever happens, the announcement ends with the request.
     """
 
-    def __init__(self, app: ASGIApp, state: ServeState, max_body: int) -> None:
+    def __init__(self, app: ASGIApp, state: ServeState, max_body: int, drain_bytes: int = 0,
+                 drain_s: float = 0.0) -> None:
         self.app = app
         self.state = state
         self.metrics = state.metrics
         self.max_body = max_body
+        self.drain_bytes = drain_bytes
+        self.drain_s = drain_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,6 +93,11 @@ class ServeMiddleware:
         rid_header = (b"x-request-id", rid.encode())
         status = 500
         started_response = False
+        received = 0
+        limit = self.max_body
+        arrival: Optional[Arrival] = None
+        body_done = False  # the client has sent its whole body (or gone)
+        refused = False  # over the body limit: drain before closing
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started_response
@@ -91,19 +105,23 @@ class ServeMiddleware:
                 status = message["status"]
                 started_response = True
                 message["headers"] = [*message.get("headers", []), rid_header]
+            elif refused and not body_done and not message.get("more_body", False):
+                await send({**message, "more_body": True})  # the whole answer is out; the connection stays open
+                await self._drain(receive)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        received = 0
-        limit = self.max_body
-        arrival: Optional[Arrival] = None
-
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, body_done, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
+                    refused = True
                     raise BodyTooLarge(limit)
+            else:
+                body_done = True
             return message
 
         self.metrics.in_flight.inc()
@@ -115,6 +133,7 @@ class ServeMiddleware:
                 except ValueError:
                     too_long = False
             if too_long:
+                refused = True
                 await _send_json(send_wrapper, 413, {"detail": f"request body of {int(length)} bytes exceeds the "
                                                      f"limit of {limit} bytes", "request_id": rid, "errors": []})
             else:
@@ -136,6 +155,25 @@ class ServeMiddleware:
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop the rest of a refused body: at most ``drain_bytes``, for at most ``drain_s``."""
+        loop = asyncio.get_running_loop()
+        t_end = loop.time() + self.drain_s
+        dropped = 0
+        while dropped <= self.drain_bytes:
+            left = t_end - loop.time()
+            if left <= 0:
+                return
+            try:
+                message = await asyncio.wait_for(receive(), left)
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -222,7 +260,8 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     app.state.serve = state
     app.include_router(router)
     _install_handlers(app)
-    app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes)
+    app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes,
+                       drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
     return app
 
 

@@ -56,6 +56,11 @@ class ServeSettings(BaseSettings):
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1, description="Largest request body (all files together), in bytes."
     )
+    refused_drain_bytes: int = Field(
+        128 * 1024 * 1024, ge=0, description="A body refused as too large (413, sent before reading it) is read and "
+        "dropped up to this many bytes before the connection closes, so a client still sending gets the 413 "
+        "instead of a connection reset; memory stays bounded (nothing is kept).")
+    refused_drain_s: float = Field(10.0, ge=0, description="Longest time spent draining a refused body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Decoded-pixel cap per image (bomb guard).")
     max_images_per_request: int = Field(16, ge=1, le=1024)
     inline_decode_bytes: int = Field(
