@@ -234,11 +234,15 @@ async def classify(
         if not uploads:
             raise ApiError(422, "no image: send one or more file parts named 'file' or 'files'")
         t0 = time.perf_counter()
-        if _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
-            x, errors = _decode_all(state, uploads)  # a few small images: microseconds, no thread hop
+        decoder = state.decoder
+        assert decoder is not None
+        if decoder.pending == 0 and _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
+            # a few small images and nobody waiting for a decode (FIFO: never overtake queued uploads):
+            # microseconds on the loop, no thread hop
+            x, errors = _decode_all(state, uploads)
         else:
             try:
-                x, errors = await state.decoder.run(_decode_all, state, uploads)  # type: ignore[union-attr]
+                x, errors = await decoder.run(_decode_all, state, uploads)
             except QueueFull as e:
                 raise ApiError(503, f"server busy: {e}",
                                headers={"Retry-After": str(state.settings.retry_after_s)}) from None
