@@ -207,9 +207,12 @@ def preprocess_images(
     *,
     output: Literal["float", "uint8"] = "float",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dct_scaling: bool = True,
 ) -> np.ndarray:
-    """Decode and preprocess a batch: float (N,3,H,W) normalised, or uint8 (N,H,W,3) for in-graph normalisation."""
-    side = decode_side(spec)
+    """Decode and preprocess a batch: float (N,3,H,W) normalised, or uint8 (N,H,W,3) for in-graph normalisation.
+
+    ``dct_scaling=False`` decodes every image in full (the reference ``distill bench decode`` compares against)."""
+    side = decode_side(spec) if dct_scaling else None
     arrs = [to_uint8_hwc(load_image(s, max_pixels=max_pixels, min_side=side), spec) for s in images]
     batch = np.stack(arrs) if arrs else np.zeros((0, spec.size, spec.size, 3), np.uint8)
     return batch if output == "uint8" else normalize_uint8(batch, spec)

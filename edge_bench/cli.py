@@ -17,6 +17,8 @@ Commands
               LitServe peer, ``--peer litserve``) over the same artifact: photos at their own size and upscaled
               to 12 MP, concurrency levels, interleaved rounds; server-side preprocess vs inference time, peak RSS.
 ``abtest``    ``load`` with two ``distill serve`` configurations (default: batching on vs off) and 5 rounds.
+``decode``    fast (DCT-scaled) against full decode on labeled photos, native and 12 MP: top-1, agreement,
+              server-side preprocessing time side by side, training-loader images/s.
 ``compare``   ``compare A.json B.json``: per model/backend/scenario deltas and whether each is outside the spread.
 ``merge``     ``merge A.json B.json --out DIR``: one report (table, CSV, markdown, plot) from several runs.
 ``overhead``  the harness's overhead against a bare timing loop (target < 2%) and repeat-run agreement.
@@ -320,6 +322,38 @@ def abtest_cmd(
     default = [f"{k}={' '.join(v)}" for k, v in ABTEST_CONFIGS.items()]
     _load_run(model, images, server or default, None, sizes, concurrency, requests, rounds, max_images, out,
               "distill bench abtest")
+
+
+@app.command("decode")
+def decode_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Artifact (its preprocessing spec and classes)."),
+    data: Path = typer.Option(..., help="Labeled photos: DIR/<class>/<image> (e.g. the clothing validation split)."),
+    limit_per_class: Optional[int] = typer.Option(None, help="At most this many photos per class."),
+    max_12mp: int = typer.Option(60, help="Photos also upscaled to 12 MP at run time (spread over the classes)."),
+    train_images: int = typer.Option(20, help="12 MP photos through the training transform (0: skip)."),
+    out: Path = typer.Option(Path("runs/bench-decode"), help="Output directory for results.json."),
+) -> None:
+    """Accuracy and speed of the DCT-scaled decode against the full decode (same photos, side by side)."""
+    from distill.io import atomic_write_text, check_writable
+
+    from .decodebench import decode_bench
+    from .env import capture_environment, load_average
+
+    if not model.is_file():
+        raise ConfigError(f"artifact not found: {model}")
+    check_writable(out / "results.json")
+    env = capture_environment()
+    res = decode_bench(model, data, limit_per_class=limit_per_class, max_12mp=max_12mp, train_images=train_images)
+    env["load_average_end"] = load_average()
+    report = {"command": "distill bench decode", "created": env["timestamp"], "environment": env, **res}
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2))
+    for name, r in res["sets"].items():
+        console.print(f"{name:>6}: {r['images']} photos  top-1 fast {r['top1_fast']:.4f} full {r['top1_full']:.4f} "
+                      f"(delta {r['top1_delta_points']:+.2f} points)  agreement {r['agreement']:.4f}  preprocess "
+                      f"{r['preprocess_fast_ms_p50']} vs {r['preprocess_full_ms_p50']} ms ({r['speedup']}x)",
+                      highlight=False)
+    console.print(f"train loader (12 MP): {res['train_loader']}", highlight=False)
+    typer.echo(str(out / "results.json"))
 
 
 @app.command("compare")

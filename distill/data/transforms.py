@@ -50,7 +50,7 @@ class TrainTransform:
         mode = InterpolationMode[spec.interpolation.upper()]
         self.crop = v2.RandomResizedCrop(spec.size, scale=scale, ratio=ratio, interpolation=mode, antialias=True)
         # a large JPEG is DCT-scaled only as far as the smallest random crop keeps its full resolution
-        self.decode_side = train_decode_side(spec.size, scale, ratio)
+        self.decode_side: int | None = train_decode_side(spec.size, scale, ratio)
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
         img = self.crop(load_image(image, min_side=self.decode_side))
