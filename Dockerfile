@@ -25,12 +25,13 @@ RUN set -eu; /opt/venv/bin/python /src/scripts/container/prune_to_serving.py /sr
     /opt/venv/bin/pip install --quiet --no-deps /src; \
     /opt/venv/bin/pip uninstall --quiet -y pip setuptools; \
     find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} +; \
+    find /opt/venv/lib -depth -type d -name edge_bench -path '*/site-packages/*' -exec rm -rf {} +; \
     mkdir -p /models; \
     if [ -n "$MODEL" ]; then \
         [ -f "/src/$MODEL" ] || { echo "MODEL=$MODEL not found in the build context (put it under models/)" >&2; exit 1; }; \
         cp "/src/$MODEL" /models/model.onnx; \
     fi; \
-    /opt/venv/bin/python -c "import serve.app, sys; assert 'torch' not in sys.modules"
+    /opt/venv/bin/python -c "import serve.app, sys, importlib.util as u; assert 'torch' not in sys.modules; assert u.find_spec('edge_bench') is None"
 
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="distill-serve" \

@@ -3,11 +3,20 @@
 The spec is written into every checkpoint and every exported artifact; training-time evaluation, export
 verification, the artifact runtime, serving and benchmarks all call :func:`preprocess_images`, so train/serve
 skew (resize mode, crop, RGB/BGR, mean/std) cannot creep in.
+
+Decoding at the size the model needs: a JPEG much larger than the spec's resize size is decoded with libjpeg's
+DCT scaling (1/2, 1/4 or 1/8, PIL's ``Image.draft``) to the smallest scale whose shorter side is still at least
+:func:`decode_side` of the spec, then resized and cropped as usual. A 12-megapixel phone photo then costs a
+fraction of a full decode (see docs/results.md, issue 13). PIL's ``draft`` was picked by measurement: as fast as
+simplejpeg's scaled decode here, no new dependency, and it keeps PIL's handling of EXIF orientation, CMYK,
+grayscale and progressive files. Every other format (PNG, WebP, ...) is decoded in full; the pixel limit is
+checked on the header before any decode, whatever the format.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Literal, Sequence, Union
 
@@ -63,36 +72,75 @@ class PreprocessSpec(BaseModel):
         """Spec for a square input; ``crop_pct`` < 1 resizes larger first (e.g. 224/0.875 = 256)."""
         return cls(size=size, resize_size=int(round(size / crop_pct)), **kw)  # type: ignore[arg-type]
 
-    def to_json(self) -> str:
-        return self.model_dump_json()
-
-    @classmethod
-    def from_json(cls, text: str) -> "PreprocessSpec":
-        return cls.model_validate_json(text)
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_side(spec: PreprocessSpec) -> int:
+    """The shorter side a decoded image needs so that :func:`resize_and_crop` never upsamples what DCT scaling
+    dropped: the resize size (``shortest``), or the crop size (``squash``, both sides resized to it)."""
+    return spec.resize_size if spec.resize_mode == "shortest" else spec.size
+
+
+def train_decode_side(size: int, scale: tuple[float, float], ratio: tuple[float, float]) -> int:
+    """The shorter side that leaves a random resized crop (area fraction >= ``scale[0]``, aspect ratio within
+    ``ratio``) of a ``size`` output its full resolution: the smallest crop's shorter side is at least
+    ``sqrt(area * scale_min / max_ratio)`` and the area at least the shorter side squared."""
+    widest = max(ratio[1], 1.0 / ratio[0], 1.0)
+    return int(math.ceil(size * math.sqrt(widest / scale[0])))
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+               min_side: int | None = None) -> Image.Image:
     """Decode any common image into 8-bit RGB, honouring EXIF orientation.
 
+    ``min_side``: the shorter side the caller needs (:func:`decode_side`); a JPEG at least twice as large is
+    decoded with DCT scaling to the smallest scale that still has it. None: always decode in full.
     Grayscale, palette, RGBA/LA (composited on white), CMYK, 16-bit and WebP inputs all come out as RGB.
-    Raises :class:`ImageDecodeError` or :class:`ImageTooLargeError`, never a bare PIL exception.
+    The pixel limit is checked on the header, before decoding. Raises :class:`ImageDecodeError` or
+    :class:`ImageTooLargeError`, never a bare PIL exception.
     """
     if isinstance(source, Image.Image):
-        img = source
-    else:
-        try:
-            fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
-        except OSError as e:
-            raise ImageDecodeError(f"cannot open image: {e}") from e
+        return _finish(source, max_pixels)
+    try:
+        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    except OSError as e:
+        raise ImageDecodeError(f"cannot open image: {e}") from e
+    with fp:  # the file is closed once the pixels are in memory
         try:
             img = Image.open(fp)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise ImageDecodeError(f"not a decodable image: {e}") from e
-        except Image.DecompressionBombError as e:  # pragma: no cover - PIL raises only above 2x its limit
+        except Image.DecompressionBombError as e:  # a header claiming over 2x PIL's own limit
             raise ImageTooLargeError(str(e)) from e
+        _check_pixels(img, max_pixels)
+        if min_side is not None:
+            _draft(img, min_side)
+        try:
+            img.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImageDecodeError(f"corrupt image data: {e}") from e
+    return _finish(img, max_pixels)
+
+
+def _check_pixels(img: Image.Image, max_pixels: int) -> None:
     w, h = img.size
     if w * h > max_pixels:
         raise ImageTooLargeError(f"image has {w}x{h} = {w * h} pixels, the limit is {max_pixels}")
+
+
+def _draft(img: Image.Image, min_side: int) -> None:
+    """Ask libjpeg for the largest DCT scale-down (1/2, 1/4, 1/8) whose shorter side stays >= ``min_side``."""
+    if img.format not in ("JPEG", "MPO"):  # MPO: the multi-picture JPEGs many phones write
+        return
+    w, h = img.size
+    short = min(w, h)
+    if short < 2 * min_side:
+        return
+    # PIL picks the largest scale s in (8, 4, 2) with w // req_w >= s and h // req_h >= s
+    img.draft(None, (math.ceil(w * min_side / short), math.ceil(h * min_side / short)))
+
+
+def _finish(img: Image.Image, max_pixels: int) -> Image.Image:
+    _check_pixels(img, max_pixels)
     try:
         img.load()
         img = ImageOps.exif_transpose(img) or img
@@ -159,9 +207,13 @@ def preprocess_images(
     *,
     output: Literal["float", "uint8"] = "float",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dct_scaling: bool = True,
 ) -> np.ndarray:
-    """Decode and preprocess a batch: float (N,3,H,W) normalised, or uint8 (N,H,W,3) for in-graph normalisation."""
-    arrs = [to_uint8_hwc(load_image(s, max_pixels=max_pixels), spec) for s in images]
+    """Decode and preprocess a batch: float (N,3,H,W) normalised, or uint8 (N,H,W,3) for in-graph normalisation.
+
+    ``dct_scaling=False`` decodes every image in full (the reference ``distill bench decode`` compares against)."""
+    side = decode_side(spec) if dct_scaling else None
+    arrs = [to_uint8_hwc(load_image(s, max_pixels=max_pixels, min_side=side), spec) for s in images]
     batch = np.stack(arrs) if arrs else np.zeros((0, spec.size, spec.size, 3), np.uint8)
     return batch if output == "uint8" else normalize_uint8(batch, spec)
 

@@ -13,6 +13,12 @@ Commands
               threads and pins cores (labelled as emulation everywhere). Writes ``results.{json,csv,md,png}``
               to ``--out`` and prints a table.
 ``http``      end-to-end latency of a running server: multipart POSTs of real images to ``--url`` (``/classify``).
+``load``      loopback load test of servers it starts side by side (``distill serve`` configurations and the
+              LitServe peer, ``--peer litserve``) over the same artifact: photos at their own size and upscaled
+              to 12 MP, concurrency levels, interleaved rounds; server-side preprocess vs inference time, peak RSS.
+``abtest``    ``load`` with two ``distill serve`` configurations (default: batching on vs off) and 5 rounds.
+``decode``    fast (DCT-scaled) against full decode on labeled photos, native and 12 MP: top-1, agreement,
+              server-side preprocessing time side by side, training-loader images/s.
 ``compare``   ``compare A.json B.json``: per model/backend/scenario deltas and whether each is outside the spread.
 ``merge``     ``merge A.json B.json --out DIR``: one report (table, CSV, markdown, plot) from several runs.
 ``overhead``  the harness's overhead against a bare timing loop (target < 2%) and repeat-run agreement.
@@ -26,6 +32,8 @@ Examples::
         --data val/ --scenarios single-stream,offline --max-seconds 300 --out runs/bench
     distill bench run -m student.onnx --emulate rpi5 --images photos/ --duration 3
     distill bench http --url http://127.0.0.1:8000 --images photos/ --concurrency 8 --duration 20
+    distill bench load --model model.onnx --images photos/ --sizes native,12mp --peer litserve --rounds 2
+    distill bench abtest --model model.onnx --images photos/ --concurrency 1,8,32
     distill bench compare runs/a/results.json runs/b/results.json
     distill bench overhead --model student.onnx
     distill bench run -c best.pt --split best.pt:val --backends torch-cpu --torch-modes eager,compile
@@ -182,6 +190,8 @@ def http_cmd(
     duration: float = typer.Option(10.0, help="Seconds of load."),
     max_seconds: float = typer.Option(120.0, help="Hard bound on the whole command."),
     max_images: int = typer.Option(64, help="Images read into memory and cycled."),
+    sizes: str = typer.Option("native", help="Photo sets, one run each: native (their own size), 12mp (the first "
+                              "8 upscaled to 4032x3024 at run time)."),
     endpoint: str = typer.Option("/classify", help="Path appended to a base URL."),
     out: Path = typer.Option(Path("runs/bench-http"), help="Output directory for results.{json,csv,md}."),
 ) -> None:
@@ -192,28 +202,159 @@ def http_cmd(
     from .accuracy import list_images
     from .env import capture_environment, load_average
     from .httpbench import classify_url, run_http
+    from .loadtest import photo_sets
 
     target = classify_url(url, endpoint)
     for v, name in ((concurrency, "--concurrency"), (images_per_request, "--images-per-request"),
                     (count, "--count"), (duration, "--duration"), (max_seconds, "--max-seconds")):
         _positive(v, name)
     files = list_images(images, max_images)
+    photos = photo_sets(files, [s.strip() for s in sizes.split(",") if s.strip()])
     check_writable(out / "results.json")
     env = capture_environment()
-    r = run_http(target, files, concurrency=concurrency, images_per_request=images_per_request, warmup=warmup,
-                 count=count, duration=duration, max_seconds=max_seconds, endpoint=endpoint)
+    rows = []
+    for name, payload in photos.items():
+        r = run_http(target, payload, concurrency=concurrency, images_per_request=images_per_request,
+                     warmup=warmup, count=count, duration=duration, max_seconds=max_seconds, endpoint=endpoint)
+        rows.append({"model": target, "path": target, "format": "http", "backend": "http",
+                     "variant": f"c{concurrency}-{name}", "photos": name, "scenario": "HTTP",
+                     "status": "ok" if r["ok"] else "error",
+                     "reason": None if r["ok"] else f"no successful request (codes {r['status_codes']}, errors {r['errors']})",
+                     "emulation": None, **r})
+        console.print(f"HTTP {name}: {r['ok']}/{r['requests']} ok, {r.get('requests_per_s') or 0:.1f} req/s, "
+                      f"server preprocess {r['server_preprocess_ms']} ms, inference {r['server_inference_ms']} ms, "
+                      f"codes {r['status_codes']}, errors {r['errors'] or 'none'}", highlight=False)
     env["load_average_end"] = load_average()
-    row = {"model": target, "path": target, "format": "http", "backend": "http", "variant": f"c{concurrency}",
-           "scenario": "HTTP", "status": "ok" if r["ok"] else "error",
-           "reason": None if r["ok"] else f"no successful request (codes {r['status_codes']}, errors {r['errors']})",
-           "emulation": None, **r}
     report = {"schema_version": SCHEMA_VERSION, "tool": "edge_bench", "tool_version": __version__,
-              "command": "distill bench http", "created": env["timestamp"], "inputs": f"{len(files)} real images",
+              "command": "distill bench http", "created": env["timestamp"],
+              "inputs": ", ".join(f"{len(v)} {k} photos" for k, v in photos.items()),
               "emulation": None, "environment": env, "config": {"url": target, "concurrency": concurrency},
-              "models": [], "results": [row]}
+              "models": [], "results": rows}
     _finish(report, out)
-    console.print(f"HTTP: {r['ok']}/{r['requests']} ok, {r.get('requests_per_s') or 0:.1f} req/s, codes "
-                  f"{r['status_codes']}, errors {r['errors'] or 'none'}", highlight=False)
+
+
+def _load_run(model: Path, images: Path, servers: list[str], peer: Optional[str], sizes: str, concurrency: str,
+              requests: int, rounds: int, max_images: int, out: Path, command: str) -> None:
+    from distill.io import atomic_write_text, check_writable
+
+    from .accuracy import list_images
+    from .env import capture_environment, load_average
+    from .loadtest import ServerSpec, parse_server, photo_sets, run_load
+
+    levels = list(_ints(concurrency, "--concurrency"))
+    _positive(requests, "--requests")
+    _positive(rounds, "--rounds")
+    specs = [parse_server(s) for s in servers]
+    if peer:
+        if peer != "litserve":
+            raise ConfigError(f"--peer {peer!r}: the only peer is litserve")
+        ours = next((s for s in specs if s.kind == "serve"), None)
+        peer_args = ours.args if ours else []
+        keep = {"--max-batch", "--max-wait-ms", "--threads"}
+        pa = [x for i, x in enumerate(peer_args) if x in keep or (i > 0 and peer_args[i - 1] in keep)]
+        specs.append(ServerSpec("litserve", "litserve", pa))
+    if len({s.name for s in specs}) != len(specs):
+        raise ConfigError("server names must differ")
+    files = list_images(images, max_images)
+    photos = photo_sets(files, [s.strip() for s in sizes.split(",") if s.strip()])
+    check_writable(out / "results.json")
+    env = capture_environment()
+
+    def progress(lv: Any) -> None:
+        lat = lv.latency
+        console.print(f"round {lv.round} {lv.photos:>6} c={lv.concurrency:<3} {lv.server:>10}: "
+                      f"{lv.throughput_rps:8.1f} req/s p50 {lat.get('p50_ms', float('nan')):8.2f} ms "
+                      f"p99 {lat.get('p99_ms', float('nan')):8.2f} ms  server preprocess "
+                      f"{lv.server_preprocess_ms} ms inference {lv.server_inference_ms} ms  errors {lv.errors}  "
+                      f"RSS {lv.rss_before_mb}->{lv.rss_peak_mb} MB", highlight=False)
+
+    res = run_load(model, photos, specs, levels=levels, requests=requests, rounds=rounds, progress=progress)
+    env["load_average_end"] = load_average()
+    report = {"command": command, "created": env["timestamp"], "model": str(model),
+              "servers": [s.__dict__ for s in specs], "photos": {k: len(v) for k, v in photos.items()},
+              "requests_per_level": requests, "rounds": rounds, "environment": env,
+              "client": "asyncio keep-alive HTTP/1.1 on the same machine (loopback)", **res}
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2))
+    for row in res["summary"]:
+        console.print(json.dumps(row), highlight=False)
+    typer.echo(str(out / "results.json"))
+    if any(lv["errors"] for lv in res["levels"]):
+        raise typer.Exit(1)
+
+
+_SERVER_HELP = ("A server to start: NAME=ARGS with `distill serve` options (repeatable), e.g. "
+                "'ours=--max-batch 16 --max-wait-ms 5 --threads 1'.")
+
+
+@app.command("load")
+def load_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Artifact every server serves."),
+    images: Path = typer.Option(..., help="Directory of real photos (cycled)."),
+    server: Optional[List[str]] = typer.Option(None, "--server", help=_SERVER_HELP),
+    peer: Optional[str] = typer.Option(None, help="Also start a peer server over the same artifact: litserve "
+                                       "(takes --max-batch/--max-wait-ms/--threads of the first server)."),
+    sizes: str = typer.Option("native,12mp", help="Photo sets: native (their own size), 12mp (upscaled at run time)."),
+    concurrency: str = typer.Option("1,32", help="Client concurrency levels."),
+    requests: int = typer.Option(1000, help="Requests per server, photo set, level and round."),
+    rounds: int = typer.Option(1, help="Interleaved rounds (A, B, A, B, ...)."),
+    max_images: int = typer.Option(64, help="Photos read and cycled (the first 8 are upscaled for 12mp)."),
+    out: Path = typer.Option(Path("runs/bench-load"), help="Output directory for results.json."),
+) -> None:
+    """Load test of servers started side by side on loopback (throughput, latency, server timing, peak RSS)."""
+    _load_run(model, images, server or ["ours=--max-batch 16 --max-wait-ms 5 --threads 1"], peer, sizes,
+              concurrency, requests, rounds, max_images, out, "distill bench load")
+
+
+@app.command("abtest")
+def abtest_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Artifact both servers serve."),
+    images: Path = typer.Option(..., help="Directory of real photos (cycled)."),
+    server: Optional[List[str]] = typer.Option(None, "--server", help=_SERVER_HELP + " Default: batching on vs off."),
+    sizes: str = typer.Option("native", help="Photo sets: native, 12mp."),
+    concurrency: str = typer.Option("1,8,32", help="Client concurrency levels."),
+    requests: int = typer.Option(500, help="Requests per server, photo set, level and round."),
+    rounds: int = typer.Option(5, help="Interleaved rounds."),
+    max_images: int = typer.Option(64, help="Photos read and cycled."),
+    out: Path = typer.Option(Path("runs/bench-abtest"), help="Output directory for results.json."),
+) -> None:
+    """Interleaved A/B load test of two server configurations (default: batching on vs off)."""
+    from .loadtest import ABTEST_CONFIGS
+
+    default = [f"{k}={' '.join(v)}" for k, v in ABTEST_CONFIGS.items()]
+    _load_run(model, images, server or default, None, sizes, concurrency, requests, rounds, max_images, out,
+              "distill bench abtest")
+
+
+@app.command("decode")
+def decode_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="Artifact (its preprocessing spec and classes)."),
+    data: Path = typer.Option(..., help="Labeled photos: DIR/<class>/<image> (e.g. the clothing validation split)."),
+    limit_per_class: Optional[int] = typer.Option(None, help="At most this many photos per class."),
+    max_12mp: int = typer.Option(60, help="Photos also upscaled to 12 MP at run time (spread over the classes)."),
+    train_images: int = typer.Option(20, help="12 MP photos through the training transform (0: skip)."),
+    out: Path = typer.Option(Path("runs/bench-decode"), help="Output directory for results.json."),
+) -> None:
+    """Accuracy and speed of the DCT-scaled decode against the full decode (same photos, side by side)."""
+    from distill.io import atomic_write_text, check_writable
+
+    from .decodebench import decode_bench
+    from .env import capture_environment, load_average
+
+    if not model.is_file():
+        raise ConfigError(f"artifact not found: {model}")
+    check_writable(out / "results.json")
+    env = capture_environment()
+    res = decode_bench(model, data, limit_per_class=limit_per_class, max_12mp=max_12mp, train_images=train_images)
+    env["load_average_end"] = load_average()
+    report = {"command": "distill bench decode", "created": env["timestamp"], "environment": env, **res}
+    atomic_write_text(out / "results.json", json.dumps(report, indent=2))
+    for name, r in res["sets"].items():
+        console.print(f"{name:>6}: {r['images']} photos  top-1 fast {r['top1_fast']:.4f} full {r['top1_full']:.4f} "
+                      f"(delta {r['top1_delta_points']:+.2f} points)  agreement {r['agreement']:.4f}  preprocess "
+                      f"{r['preprocess_fast_ms_p50']} vs {r['preprocess_full_ms_p50']} ms ({r['speedup']}x)",
+                      highlight=False)
+    console.print(f"train loader (12 MP): {res['train_loader']}", highlight=False)
+    typer.echo(str(out / "results.json"))
 
 
 @app.command("compare")

@@ -20,19 +20,22 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export.runtime import Artifact
 
-from .batching import MicroBatcher
+from .batching import Arrival, MicroBatcher
+from .decode import DecodePool
 from .errors import ApiError, BodyTooLarge
-from .metrics import ServeMetrics
+from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .routes import router
-from .schemas import ErrorResponse
+from .repository import Loader, ModelRepository, router as repository_router
+from .schemas import ErrorResponse, Health
 from .settings import ServeSettings
+from .version import server_version
 from .security import install_cors, install_security
 from .state import ServeState
 from . import v2
@@ -53,12 +56,31 @@ all-or-nothing policy for multi-image requests.
 
 
 class ServeMiddleware:
-    """Pure ASGI middleware: request id, body-size limit and per-route request metrics (cheap: no BaseHTTPMiddleware)."""
+    """Pure ASGI middleware: request id, body-size limit, per-route request metrics (cheap: no BaseHTTPMiddleware)
+    and the batcher announcement of every POST.
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, max_body: int) -> None:
+    A request over the body limit is refused with 413 before its body is read (``Content-Length``) or as soon as
+    it grows past the limit; the response is sent first, then what the client still sends is read and dropped
+    (up to ``drain_bytes`` within ``drain_s``) before the connection is closed. Closing with an unread body makes
+    the kernel reset the connection, and a client still sending (async httpx, for one) then gets a read error
+    instead of the 413.
+
+    A POST is announced to the batcher (``scope["state"]["arrival"]``, see :meth:`MicroBatcher.announce`) as soon
+    as its headers are in, before its body is read: a batch already queued waits for an upload that is still
+    arriving, so real overlapping uploads share an inference call. The route passes the arrival to ``submit``;
+    whatever happens, the announcement ends with the request.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int, state: Optional[ServeState] = None,
+                 metrics: Optional[ServeMetrics] = None, drain_bytes: int = 0, drain_s: float = 0.0) -> None:
+        """``state`` (the single-model app) gives the metrics and the batcher to announce to; the repository app,
+        whose models each batch on their own, passes ``metrics`` alone."""
         self.app = app
-        self.metrics = metrics
+        self.state = state
+        self.metrics = metrics if metrics is not None else state.metrics  # type: ignore[union-attr]
         self.max_body = max_body
+        self.drain_bytes = drain_bytes
+        self.drain_s = drain_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +100,11 @@ class ServeMiddleware:
         rid_header = (b"x-request-id", rid.encode())
         status = 500
         started_response = False
+        received = 0
+        limit = self.max_body
+        arrival: Optional[Arrival] = None
+        body_done = False  # the client has sent its whole body (or gone)
+        refused = False  # over the body limit: drain before closing
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started_response
@@ -85,18 +112,23 @@ class ServeMiddleware:
                 status = message["status"]
                 started_response = True
                 message["headers"] = [*message.get("headers", []), rid_header]
+            elif refused and not body_done and not message.get("more_body", False):
+                await send({**message, "more_body": True})  # the whole answer is out; the connection stays open
+                await self._drain(receive)
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        received = 0
-        limit = self.max_body
-
         async def receive_wrapper() -> Message:
-            nonlocal received
+            nonlocal received, body_done, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
+                    refused = True
                     raise BodyTooLarge(limit)
+            else:
+                body_done = True
             return message
 
         self.metrics.in_flight.inc()
@@ -108,10 +140,14 @@ class ServeMiddleware:
                 except ValueError:
                     too_long = False
             if too_long:
+                refused = True
                 msg = f"request body of {int(length)} bytes exceeds the limit of {limit} bytes"
                 body: dict[str, Any] = {"detail": msg, "request_id": rid, "errors": []}
                 await _send_json(send_wrapper, 413, {"error": msg} if scope["path"].startswith("/v2") else body)
             else:
+                batcher = self.state.batcher if self.state is not None else None
+                if scope.get("method") == "POST" and batcher is not None and self.state.ready:
+                    arrival = scope["state"]["arrival"] = batcher.announce()
                 await self.app(scope, receive_wrapper, send_wrapper)
         except Exception:  # noqa: BLE001 - a bug must become a 500 with the request id, not a dropped socket
             log.exception("unhandled error in request %s %s (request id %s)", scope.get("method"),
@@ -120,11 +156,32 @@ class ServeMiddleware:
                 await _send_json(send_wrapper, 500, {"detail": "internal server error", "request_id": rid,
                                                      "errors": []})
         finally:
+            if arrival is not None:
+                arrival.done()
             self.metrics.in_flight.dec()
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop the rest of a refused body: at most ``drain_bytes``, for at most ``drain_s``."""
+        loop = asyncio.get_running_loop()
+        t_end = loop.time() + self.drain_s
+        dropped = 0
+        while dropped <= self.drain_bytes:
+            left = t_end - loop.time()
+            if left <= 0:
+                return
+            try:
+                message = await asyncio.wait_for(receive(), left)
+            except asyncio.TimeoutError:
+                return
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -161,8 +218,6 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     """Build the app. ``artifact``: an already loaded model (the CLI loads it first to fail fast)."""
     settings = settings or ServeSettings()
     if settings.model_repository is not None:  # v2 only, every model of a Triton model repository
-        from .repository import create_repository_app
-
         return create_repository_app(settings)
     state = ServeState(settings, artifact)
     v2_models = SingleModelSet(state)
@@ -180,6 +235,9 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
         await batcher.start()
         state.batcher = batcher
         await v2_models.start()
+        state.decoder = DecodePool(settings.decode_pool_threads(), settings.decode_queue)
+        log.info("decode pool: %d threads; onnxruntime intra-op threads: %d", state.decoder.threads,
+                 settings.ort_threads())
 
         async def warm() -> None:
             try:
@@ -203,12 +261,13 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
             warm_task.cancel()
             await v2_models.close()
             await batcher.close(timeout=settings.drain_timeout_s)
+            state.decoder.close()
             log.info("stopped: %d batches, %d images", batcher.batches, batcher.images)
 
     app = FastAPI(
         title="distill serve",
         description=API_DESCRIPTION,
-        version=_version(),
+        version=server_version(),
         lifespan=lifespan,
     )
     app.state.serve = state
@@ -216,7 +275,8 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     v2.install(app, v2_models)
     _install_handlers(app)
     install_security(app, settings)
-    app.add_middleware(ServeMiddleware, metrics=state.metrics, max_body=settings.max_request_bytes)
+    app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes,
+                       drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
     install_cors(app, settings)
     return app
 
@@ -226,10 +286,51 @@ def app_from_env() -> FastAPI:
     return create_app(ServeSettings())
 
 
-def _version() -> str:
-    try:
-        from distill import __version__
+def create_repository_app(settings: ServeSettings, loader: Optional[Loader] = None) -> FastAPI:
+    """The v2-only app over ``settings.model_repository`` (``/health/*`` and ``/metrics`` as usual)."""
+    assert settings.model_repository is not None
+    metrics = ServeMetrics()
+    repo = ModelRepository(settings.model_repository, settings, loader=loader, metrics=metrics)
 
-        return __version__
-    except Exception:  # noqa: BLE001
-        return "0"
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(repo.start())  # serve /health/live at once; ready once all are warm
+        task.add_done_callback(lambda t: metrics.ready.set(1 if repo.ready() else 0))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await repo.close()
+
+    app = FastAPI(title="distill serve (model repository)", version=server_version(), lifespan=lifespan,
+                  description="Every model of a Triton model repository over the Open Inference Protocol v2.")
+    app.state.serve_settings = settings
+    app.state.repository = repo
+
+    @app.get("/health/live", response_model=Health, tags=["health"])
+    async def live() -> Health:
+        return Health(status="ok" if repo.ready() else "loading", ready=repo.ready())
+
+    @app.get("/health/ready", response_model=Health, tags=["health"],
+             responses={503: {"model": Health, "description": "Not ready."}})
+    async def ready(response: Response) -> Health:
+        if not repo.ready():
+            response.status_code = 503
+            response.headers["Retry-After"] = str(settings.retry_after_s)
+            return Health(status="failed" if repo.started else "loading", ready=False,
+                          detail="; ".join(f"{k}: {v}" for k, v in repo._errors.items()) or None)
+        return Health(status="ok", ready=True)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus() -> Response:
+        metrics.ready.set(1 if repo.ready() else 0)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    v2.install(app, repo)
+    app.include_router(repository_router)
+    _install_handlers(app)
+    install_security(app, settings)
+    app.add_middleware(ServeMiddleware, metrics=metrics, max_body=settings.max_request_bytes,
+                       drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
+    install_cors(app, settings)
+    return app

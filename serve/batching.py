@@ -1,18 +1,29 @@
 """Dynamic micro-batching: concurrent requests share one inference call.
 
-Requests submit their already-preprocessed images (an ``(n, ...)`` array) with :meth:`MicroBatcher.submit`.
-One inference thread takes queued submissions itself, coalescing them until ``max_batch`` images are gathered
-or the oldest one has waited ``max_wait_ms``, runs the batch (never on the event loop) and hands each submitter
-its own rows back through the loop. The thread picks up the next batch the moment the last one is done: it does
-not wait for the busy event loop to schedule a collector, which left the model idle between calls under load.
+The batcher's API, for any route (``/v1/classify``, the Open Inference Protocol routes, ...):
+
+1. ``arrival = batcher.announce()`` as soon as a request that will probably submit arrives (the server's
+   middleware does this for every POST before the body is read, see :mod:`serve.app`); it keeps a batch open
+   for this request (adaptive wait). ``arrival.done()`` (idempotent) withdraws it, e.g. for a bad upload.
+2. ``result = await batcher.submit(x, arrival)`` with the request's already-prepared model input, an ``(n, ...)``
+   array; it ends the announcement as it enqueues and returns a :class:`BatchResult` with the request's own
+   rows of the output, the queue and inference time and the size of the shared call. It raises
+   :class:`QueueFull` (answer 503 + ``Retry-After``) or :class:`BatcherClosed` (shutting down).
+
+One inference thread takes queued submissions itself, in arrival order, coalescing them until ``max_batch``
+images are gathered or the oldest one has waited ``max_wait_ms``, runs the batch (never on the event loop) and
+hands each submitter its own rows back through the loop. The thread picks up the next batch the moment the last
+one is done: it does not wait for the busy event loop to schedule a collector, which left the model idle between
+calls under load.
 
 * ``max_batch=1`` disables batching (every request is its own inference call, still off the loop).
 * ``adaptive_wait`` (default): the thread waits for a batch to fill only while other requests are announced
-  (being received or decoded, see :meth:`MicroBatcher.incoming`); a lone request is run at once, so batching
-  adds no latency at low load, while under load batches form from the queue that builds up during the
-  previous inference call.
-* The queue is bounded in images (``queue_size``); a submission that does not fit raises :class:`QueueFull`
-  (the route answers 503 with ``Retry-After``). :meth:`close` stops accepting work and drains what is queued.
+  (being received or decoded); a lone request is run at once, so batching adds no latency at low load, while
+  under load batches form from the queue that builds up during the previous inference call. The decision is
+  the pure function :func:`batch_wait_s` of the clock, the deadline and the announcements; the clock is
+  injectable (``clock=``) so tests can drive it.
+* The queue is bounded in images (``queue_size``); a submission that does not fit raises :class:`QueueFull`.
+  :meth:`close` stops accepting work and drains what is queued.
 * A submission with more images than ``max_batch`` is run alone, in chunks of ``max_batch``.
 * :func:`choose_batch_limit` picks the largest batch worth running from timings (auto batch sizing, done at
   warm-up by :meth:`serve.state.ServeState.warm_up`); :meth:`MicroBatcher.set_max_batch` applies it.
@@ -26,7 +37,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -34,6 +45,19 @@ import numpy as np
 log = logging.getLogger("serve.batching")
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+Clock = Callable[[], float]
+
+
+def batch_wait_s(now: float, deadline: float, *, announced: int, adaptive: bool, closing: bool = False) -> float:
+    """How long the inference thread keeps an unfilled batch open (seconds; 0: run it now).
+
+    ``deadline``: when the oldest queued image has waited ``max_wait``. With ``adaptive`` waiting, a batch is
+    held only while ``announced`` requests (received or being decoded, not yet submitted) may still join it;
+    a lone request runs at once. Shutting down (``closing``) never waits.
+    """
+    if closing or (adaptive and announced <= 0):
+        return 0.0
+    return max(0.0, deadline - now)
 
 
 class QueueFull(RuntimeError):
@@ -58,7 +82,7 @@ class BatchResult:
 class _Item:
     x: np.ndarray
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
+    enqueued: float
 
     @property
     def n(self) -> int:
@@ -76,7 +100,7 @@ class BatchObserver:
 
 
 class Arrival:
-    """A request announced to the batcher (see :meth:`MicroBatcher.incoming`); ``done()`` is idempotent."""
+    """A request announced to the batcher (:meth:`MicroBatcher.announce`); ``done()`` is idempotent."""
 
     __slots__ = ("_batcher",)
 
@@ -86,12 +110,15 @@ class Arrival:
             batcher._incoming += 1
 
     def done(self) -> None:
+        """Withdraw the announcement (the request submitted or gave up)."""
         if self._batcher is not None:
             b, self._batcher = self._batcher, None
             with b._cv:
                 b._incoming -= 1
                 if b._incoming == 0:
                     b._cv.notify()  # a thread waiting for this arrival to fill its batch stops waiting
+
+    close = done  # contextlib.closing(arrival)
 
 
 class MicroBatcher:
@@ -104,6 +131,7 @@ class MicroBatcher:
         queue_size: int = 256,
         adaptive_wait: bool = True,
         observer: Optional[BatchObserver] = None,
+        clock: Clock = time.perf_counter,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_ms >= 0")
@@ -114,6 +142,7 @@ class MicroBatcher:
         self.queue_size = queue_size
         self.adaptive_wait = adaptive_wait
         self._obs = observer or BatchObserver()
+        self._clock = clock
         # Shared between the event loop and the inference thread, guarded by _cv.
         self._cv = threading.Condition()
         self._items: deque[_Item] = deque()
@@ -121,6 +150,7 @@ class MicroBatcher:
         self._incoming = 0
         self._closing = False
         self._running_batch = False
+        self._filling = False
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self.batches = 0
@@ -167,14 +197,29 @@ class MicroBatcher:
     def queue_depth(self) -> int:
         return self._pending_images
 
+    @property
+    def announced(self) -> int:
+        """Requests announced and not yet submitted (or withdrawn)."""
+        return self._incoming
+
+    @property
+    def filling(self) -> bool:
+        """True while the inference thread holds an unfilled batch open for announced requests."""
+        return self._filling
+
     # -- submitting (event loop) -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def incoming(self) -> Iterator["Arrival"]:
+    def announce(self) -> Arrival:
         """Announce a request that is being received/decoded and will probably submit soon (adaptive wait).
 
-        Pass the yielded :class:`Arrival` to :meth:`submit`, which ends the announcement as it enqueues.
+        Pass the :class:`Arrival` to :meth:`submit`, which ends the announcement as it enqueues; call
+        ``arrival.done()`` when the request ends without submitting (idempotent, so calling it always is fine).
         """
-        arrival = Arrival(self)
+        return Arrival(self)
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[Arrival]:
+        """:meth:`announce` as a context manager: the announcement ends when the block does, at the latest."""
+        arrival = self.announce()
         try:
             yield arrival
         finally:
@@ -188,7 +233,7 @@ class MicroBatcher:
         n = int(x.shape[0])
         if n == 0:
             raise ValueError("empty submission")
-        item = _Item(x, asyncio.get_running_loop().create_future())
+        item = _Item(x, asyncio.get_running_loop().create_future(), self._clock())
         with self._cv:
             if self._closing or self._thread is None:
                 reason = "closed"
@@ -235,10 +280,13 @@ class MicroBatcher:
                     batch.append(self._pop())
                     n += batch[-1].n
                     continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self._closing or (self.adaptive_wait and self._incoming == 0):
+                remaining = batch_wait_s(self._clock(), deadline, announced=self._incoming,
+                                         adaptive=self.adaptive_wait, closing=self._closing)
+                if remaining <= 0:
                     break
+                self._filling = True
                 self._cv.wait(remaining)
+                self._filling = False
             self._running_batch = True
             depth = self._pending_images
         self._obs.queue_depth(depth)
@@ -254,13 +302,13 @@ class MicroBatcher:
             if not batch:
                 continue
             x = batch[0].x if len(batch) == 1 else np.concatenate([it.x for it in batch], axis=0)
-            started = time.perf_counter()
+            started = self._clock()
             try:
                 out: np.ndarray | BaseException = self._run_chunked(x)
             except Exception as e:  # noqa: BLE001 - handed to every waiter, the route turns it into a 500
                 log.exception("inference failed for a batch of %d images", x.shape[0])
                 out = e
-            elapsed = time.perf_counter() - started
+            elapsed = self._clock() - started
             if not isinstance(out, BaseException):
                 self._obs.batch(int(x.shape[0]), len(batch), elapsed)
             try:

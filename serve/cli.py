@@ -103,7 +103,7 @@ def _load_or_fail(settings: Any, load_artifact: Any) -> Any:
     from distill.errors import DistillError
 
     try:
-        return load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.intra_op_threads,
+        return load_artifact(settings.model, providers=settings.providers, intra_op_threads=settings.ort_threads(),
                             allow_spinning=settings.ort_spinning)
     except DistillError as e:
         fail(f"cannot serve model: {e}")

@@ -22,19 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, Callable, Optional
 
 import anyio
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from distill.errors import DistillError
 from distill.io import sha256_file
 from export.runtime import Artifact, load_artifact
 
-from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
-from .schemas import Health
+from .metrics import ServeMetrics
 from .security import token_ok
 from .settings import ServeSettings
 from .v2 import ProtocolError
@@ -71,7 +69,7 @@ class ModelRepository:
 
     def _load_artifact(self, path: Path) -> Artifact:
         s = self.settings
-        return load_artifact(path, providers=s.providers, intra_op_threads=s.intra_op_threads,
+        return load_artifact(path, providers=s.providers, intra_op_threads=s.ort_threads(),
                              allow_spinning=s.ort_spinning)
 
     # -- what is on disk -----------------------------------------------------------------------------
@@ -280,56 +278,3 @@ async def repository_unload(request: Request, name: str) -> Response:
     except ModelNotFound as e:
         raise ProtocolError(404, str(e)) from None
     return Response(status_code=200)
-
-
-def create_repository_app(settings: ServeSettings, loader: Optional[Loader] = None) -> FastAPI:
-    """The v2-only app over ``settings.model_repository`` (``/health/*`` and ``/metrics`` as usual)."""
-    from . import v2
-    from .app import ServeMiddleware, _install_handlers, _version
-    from .security import install_cors, install_security
-
-    assert settings.model_repository is not None
-    metrics = ServeMetrics()
-    repo = ModelRepository(settings.model_repository, settings, loader=loader, metrics=metrics)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(repo.start())  # serve /health/live at once; ready once all are warm
-        task.add_done_callback(lambda t: metrics.ready.set(1 if repo.ready() else 0))
-        try:
-            yield
-        finally:
-            task.cancel()
-            await repo.close()
-
-    app = FastAPI(title="distill serve (model repository)", version=_version(), lifespan=lifespan,
-                  description="Every model of a Triton model repository over the Open Inference Protocol v2.")
-    app.state.serve_settings = settings
-    app.state.repository = repo
-
-    @app.get("/health/live", response_model=Health, tags=["health"])
-    async def live() -> Health:
-        return Health(status="ok" if repo.ready() else "loading", ready=repo.ready())
-
-    @app.get("/health/ready", response_model=Health, tags=["health"],
-             responses={503: {"model": Health, "description": "Not ready."}})
-    async def ready(response: Response) -> Health:
-        if not repo.ready():
-            response.status_code = 503
-            response.headers["Retry-After"] = str(settings.retry_after_s)
-            return Health(status="failed" if repo.started else "loading", ready=False,
-                          detail="; ".join(f"{k}: {v}" for k, v in repo._errors.items()) or None)
-        return Health(status="ok", ready=True)
-
-    @app.get("/metrics", tags=["health"], response_class=Response)
-    async def prometheus() -> Response:
-        metrics.ready.set(1 if repo.ready() else 0)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    v2.install(app, repo)
-    app.include_router(router)
-    _install_handlers(app)
-    install_security(app, settings)
-    app.add_middleware(ServeMiddleware, metrics=metrics, max_body=settings.max_request_bytes)
-    install_cors(app, settings)
-    return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import time
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.preprocess import ImageDecodeError, ImageTooLargeError
 
-from .batching import BatcherClosed, QueueFull
+from .batching import Arrival, BatcherClosed, MicroBatcher, QueueFull
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST
 from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, LabelsInfo, ModelInfo,
@@ -202,6 +203,11 @@ def _decode_all(state: ServeState, uploads: list[_Upload]) -> tuple[Optional[np.
     return (arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)), []
 
 
+def _arrival(request: Request, batcher: MicroBatcher) -> Arrival:
+    arrival = getattr(request.state, "arrival", None)
+    return arrival if arrival is not None else batcher.announce()
+
+
 async def classify(
     request: Request,
     top_k: Optional[int] = Query(None, ge=1, description="Classes per image (1..number of classes)."),
@@ -210,7 +216,8 @@ async def classify(
     started = time.perf_counter()
     art, batcher, info = state.require_ready()
     labels = art.labels  # embedding models: one label set per request, even if POST /v1/labels swaps it meanwhile
-    with batcher.incoming() as arrival:
+    # announced by the middleware before the body was read (a bare router without it: announce now)
+    with contextlib.closing(_arrival(request, batcher)) as arrival:
         uploads, top_k_field = await _read_uploads(request, state)
         n_classes = len(labels) if labels is not None else info.num_classes
         if top_k is None and top_k_field is not None:
@@ -227,10 +234,18 @@ async def classify(
         if not uploads:
             raise ApiError(422, "no image: send one or more file parts named 'file' or 'files'")
         t0 = time.perf_counter()
-        if _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
-            x, errors = _decode_all(state, uploads)  # a few small images: microseconds, no thread hop
+        decoder = state.decoder
+        assert decoder is not None
+        if decoder.pending == 0 and _cheap_to_decode(uploads, state.settings.inline_decode_bytes):
+            # a few small images and nobody waiting for a decode (FIFO: never overtake queued uploads):
+            # microseconds on the loop, no thread hop
+            x, errors = _decode_all(state, uploads)
         else:
-            x, errors = await anyio.to_thread.run_sync(_decode_all, state, uploads)
+            try:
+                x, errors = await decoder.run(_decode_all, state, uploads)
+            except QueueFull as e:
+                raise ApiError(503, f"server busy: {e}",
+                               headers={"Retry-After": str(state.settings.retry_after_s)}) from None
         preprocess_ms = (time.perf_counter() - t0) * 1e3
         if errors:
             for e in errors:

@@ -12,6 +12,7 @@ from typing import Literal, Optional
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from distill.cpus import usable_cpus
 from distill.preprocess import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "DISTILL_SERVE_"
@@ -55,6 +56,11 @@ class ServeSettings(BaseSettings):
     max_request_bytes: int = Field(
         32 * 1024 * 1024, ge=1, description="Largest request body (all files together), in bytes."
     )
+    refused_drain_bytes: int = Field(
+        128 * 1024 * 1024, ge=0, description="A body refused as too large (413, sent before reading it) is read and "
+        "dropped up to this many bytes before the connection closes, so a client still sending gets the 413 "
+        "instead of a connection reset; memory stays bounded (nothing is kept).")
+    refused_drain_s: float = Field(10.0, ge=0, description="Longest time spent draining a refused body.")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="Decoded-pixel cap per image (bomb guard).")
     max_images_per_request: int = Field(16, ge=1, le=1024)
     inline_decode_bytes: int = Field(
@@ -68,7 +74,14 @@ class ServeSettings(BaseSettings):
         "shipped next to the artifact (model.labels.npz).")
     admin_token: Optional[str] = Field(
         None, description="Bearer token for admin endpoints (POST /v1/labels); unset: they answer 403.")
-    intra_op_threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads (None: ORT default).")
+    intra_op_threads: Optional[int] = Field(
+        None, ge=1, description="onnxruntime intra-op threads (None: the CPUs the process may really use: affinity "
+        "and the cgroup cpu.max quota of a container or pod, not the host's core count).")
+    decode_threads: Optional[int] = Field(
+        None, ge=1, le=256, description="Threads decoding uploads off the event loop, in arrival order (None: the "
+        "usable CPUs, as for intra_op_threads).")
+    decode_queue: int = Field(
+        256, ge=1, description="Most uploads waiting for or in decoding; beyond it: 503 + Retry-After.")
     ort_spinning: bool = Field(
         False, description="onnxruntime thread-pool spinning. Off: idle inference threads sleep instead of burning the "
         "cores the event loop needs (with ORT's default threads, spinning doubled the server CPU per request).",
@@ -97,4 +110,12 @@ class ServeSettings(BaseSettings):
     cors_allow_credentials: bool = Field(False, description="CORS: allow credentials (cookies, Authorization).")
     log_level: str = Field("info")
     access_log: bool = Field(True)
+
+    def ort_threads(self) -> int:
+        """onnxruntime intra-op threads: the setting, else the CPUs this process may really use."""
+        return self.intra_op_threads or usable_cpus()
+
+    def decode_pool_threads(self) -> int:
+        """Decode threads: the setting, else the CPUs this process may really use."""
+        return self.decode_threads or usable_cpus()
 

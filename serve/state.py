@@ -19,6 +19,7 @@ from distill.io import sha256_file
 from export.runtime import Artifact, load_artifact
 
 from .batching import MicroBatcher, batch_sizes_to_try, choose_batch_limit, time_batch_sizes
+from .decode import DecodePool
 from .errors import ApiError
 from .metrics import ServeMetrics
 from .schemas import BatchingInfo, InputSpec, LabelsInfo, ModelInfo
@@ -33,6 +34,7 @@ class ServeState:
         self.artifact = artifact
         self.metrics = ServeMetrics()
         self.batcher: Optional[MicroBatcher] = None
+        self.decoder: Optional[DecodePool] = None
         self.status = "loading"
         self.detail: Optional[str] = None
         self.sha256 = ""
@@ -59,7 +61,7 @@ class ServeState:
                 from export.errors import ArtifactError
 
                 raise ArtifactError("no model given: pass --model ARTIFACT or set DISTILL_SERVE_MODEL")
-            self.artifact = load_artifact(s.model, providers=s.providers, intra_op_threads=s.intra_op_threads,
+            self.artifact = load_artifact(s.model, providers=s.providers, intra_op_threads=s.ort_threads(),
                                           allow_spinning=s.ort_spinning,
                                           labels=s.labels)
         elif self.artifact.is_embedding and self.settings.labels is not None:
@@ -201,13 +203,11 @@ class ServeState:
 
     # -- helpers for routes ------------------------------------------------------------------------------
     def require_ready(self) -> tuple[Artifact, MicroBatcher, ModelInfo]:
-        if not self.ready or self.artifact is None or self.batcher is None or self.model_info is None:
+        if (not self.ready or self.artifact is None or self.batcher is None or self.decoder is None
+                or self.model_info is None):
             raise ApiError(503, f"model not ready ({self.status})",
                            headers={"Retry-After": str(self.settings.retry_after_s)})
         return self.artifact, self.batcher, self.model_info
-
-    def describe_timing(self, started: float) -> float:
-        return (time.perf_counter() - started) * 1e3
 
     def info(self) -> dict[str, Any]:
         return self.model_info.model_dump() if self.model_info else {}
@@ -217,7 +217,3 @@ async def get_state(request: Request) -> ServeState:
     """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, which cost every request
     a thread hop (and a GIL hand-off with the inference thread) just to read an attribute."""
     return request.app.state.serve
-
-
-async def get_settings(request: Request) -> ServeSettings:
-    return request.app.state.serve.settings

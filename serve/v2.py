@@ -38,7 +38,8 @@ from distill.preprocess import ImageDecodeError, ImageTooLargeError
 from .batching import BatcherClosed, QueueFull
 from .errors import BodyTooLarge
 from .settings import ServeSettings
-from .v2_models import (IMAGE_INPUT, NP_TO_V2, PROBS_OUTPUT, LoadedModel, ModelNotFound, ModelSet,
+from .version import server_version
+from .v2_models import (IMAGE_INPUT, NP_TO_V2, LoadedModel, ModelNotFound, ModelSet,
                         ModelUnavailable)
 from .v2_schemas import (InferenceRequest, InferenceResponse, ModelMetadata, RequestInput, ResponseOutput,
                          ServerMetadata, TensorMetadata, V2Error)
@@ -95,9 +96,7 @@ def _get(request: Request, name: str, version: Optional[str]) -> LoadedModel:
 # -- health and metadata -------------------------------------------------------------------------------
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 async def server_metadata(request: Request) -> ServerMetadata:
-    from .app import _version
-
-    return ServerMetadata(name="distill-serve", version=_version(), extensions=list(_models(request).extensions))
+    return ServerMetadata(name="distill-serve", version=server_version(), extensions=list(_models(request).extensions))
 
 
 _EMPTY = {"description": "Yes (empty body).", "content": {}}

@@ -132,6 +132,26 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pat
     return out
 
 
+@pytest.fixture(scope="session")
+def png_claiming():
+    """``png_claiming(w, h)``: a tiny PNG whose header claims ``w`` x ``h`` pixels (CRC fixed up: only the size lies)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def make(width: int, height: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, "PNG")
+        data = bytearray(buf.getvalue())
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        return bytes(data)
+
+    return make
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow (long real-data runs)")
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..preprocess import ImageSource, PreprocessSpec, load_image, normalize_uint8, preprocess_image
+from ..preprocess import ImageSource, PreprocessSpec, load_image, normalize_uint8, preprocess_image, train_decode_side
 
 Transform = Callable[[ImageSource], torch.Tensor]
 
@@ -49,9 +49,11 @@ class TrainTransform:
         self.hflip = hflip
         mode = InterpolationMode[spec.interpolation.upper()]
         self.crop = v2.RandomResizedCrop(spec.size, scale=scale, ratio=ratio, interpolation=mode, antialias=True)
+        # a large JPEG is DCT-scaled only as far as the smallest random crop keeps its full resolution
+        self.decode_side: int | None = train_decode_side(spec.size, scale, ratio)
 
     def __call__(self, image: ImageSource) -> torch.Tensor:
-        img = self.crop(load_image(image))
+        img = self.crop(load_image(image, min_side=self.decode_side))
         if self.hflip and torch.rand(()) < 0.5:
             img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         arr = np.asarray(img.convert("RGB"), dtype=np.uint8)[None]

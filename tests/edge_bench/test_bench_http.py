@@ -15,12 +15,15 @@ from edge_bench.httpbench import classify_url, run_http
 
 class _Handler(BaseHTTPRequestHandler):
     seen: list[bytes] = []
+    parts: list[int] = []  # file parts per request
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
         ok = self.path == "/classify" and (b'name="file"' in body or b'name="files"' in body)
-        _Handler.seen.append(body)
-        payload = json.dumps({"predictions": [{"label": "cat", "score": 0.9}]}).encode()
+        _Handler.seen.append(body[:200])
+        _Handler.parts.append(body.count(b'name="file"') + body.count(b'name="files"'))
+        payload = json.dumps({"predictions": [{"label": "cat", "score": 0.9}],
+                              "timing": {"preprocess_ms": 2.5, "inference_ms": 0.5}}).encode()
         self.send_response(200 if ok else 422)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -49,8 +52,17 @@ def test_http_scenario(server_url: str, real_jpegs: list[Path]):
     r = run_http(server_url, real_jpegs[:4], concurrency=2, warmup=2, count=12, max_seconds=20)
     assert r["ok"] == 12 and r["status_codes"] == {"200": 12} and r["p50_ms"] > 0 and r["requests_per_s"] > 0
     assert any(b'name="file"' in s for s in _Handler.seen)
+    assert r["server_preprocess_ms"] == 2.5 and r["server_inference_ms"] == 0.5  # the server's own timing
+    _Handler.parts.clear()
     rb = run_http(server_url, real_jpegs[:4], concurrency=1, images_per_request=3, warmup=1, count=3, max_seconds=20)
-    assert rb["ok"] == 3 and [b.count(b'name="files"') for b in _Handler.seen[-4:]] == [3, 3, 3, 3]  # 1 warm-up + 3
+    assert rb["ok"] == 3 and _Handler.parts == [3] * 4  # warm-up + 3 requests, each with 3 file parts
+
+
+def test_a_wrong_path_is_refused_by_the_fake_server(server_url: str, real_jpegs: list[Path]):
+    from distill.errors import DistillError
+
+    with pytest.raises(DistillError, match="HTTP 422"):
+        run_http(server_url + "/other", real_jpegs[:1], warmup=1, count=1, max_seconds=5, endpoint="/other")
 
 
 def test_http_command_writes_report(server_url: str, cifar_small_dir: Path, tmp_path: Path, bench_cli):

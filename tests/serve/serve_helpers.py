@@ -8,7 +8,7 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
@@ -33,20 +33,49 @@ def wait_ready(client: Any, timeout: float = 10.0) -> None:
 
 
 class GatedArtifact:
-    """Wraps an artifact; ``run`` blocks until ``gate`` is set (to hold a batch in flight or delay warm-up)."""
+    """Wraps an artifact; ``run`` blocks until ``gate`` is set (to hold a batch in flight or delay warm-up).
+
+    ``entered`` is set when the first call is inside ``run``; ``calls`` lists the batch size of every call."""
 
     def __init__(self, art: Any) -> None:
         self._art = art
         self.gate = threading.Event()
+        self.entered = threading.Event()
         self.calls: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._art, name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        self.entered.set()
         assert self.gate.wait(timeout=20), "gate never opened"
         self.calls.append(int(batch.shape[0]))
         return self._art.run(batch)
+
+
+class Gate:
+    """A run function for a bare :class:`MicroBatcher` that blocks until ``gate`` is set (see GatedArtifact)."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.fn = fn
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.calls: list[int] = []
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(timeout=20), "gate never opened"
+        self.calls.append(int(x.shape[0]))
+        return self.fn(x)
+
+
+async def until(cond: Callable[[], bool], what: str = "condition", timeout: float = 20.0) -> None:
+    """Poll ``cond`` on the event loop until it holds (a state to reach, not a time to wait); fail after ``timeout``."""
+    t_end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > t_end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
 
 
 @asynccontextmanager

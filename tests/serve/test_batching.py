@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import GatedArtifact, running
+from serve_helpers import Gate, GatedArtifact, running, until
 
-from serve.batching import BatcherClosed, MicroBatcher, QueueFull
+from serve.batching import BatcherClosed, MicroBatcher, QueueFull, batch_wait_s
 
 
 def _echo(x: np.ndarray) -> np.ndarray:
@@ -22,39 +22,58 @@ def _rows(n: int, start: int = 0) -> np.ndarray:
     return np.arange(start, start + n, dtype=np.float32)[:, None].repeat(2, axis=1)
 
 
-# -- the batcher alone ------------------------------------------------------------------------------------
-def test_batcher_coalesces_and_returns_each_submitter_its_rows():
-    sizes: list[int] = []
+# -- the wait decision (pure) ------------------------------------------------------------------------------
+def test_batch_wait_is_a_pure_function_of_clock_deadline_and_announcements():
+    # adaptive: wait only while someone announced may still join, and never past the deadline
+    assert batch_wait_s(10.0, 10.5, announced=0, adaptive=True) == 0.0
+    assert batch_wait_s(10.0, 10.5, announced=2, adaptive=True) == pytest.approx(0.5)
+    assert batch_wait_s(10.6, 10.5, announced=2, adaptive=True) == 0.0
+    # fixed wait: up to the deadline whether or not anyone announced
+    assert batch_wait_s(10.0, 10.5, announced=0, adaptive=False) == pytest.approx(0.5)
+    assert batch_wait_s(11.0, 10.5, announced=0, adaptive=False) == 0.0
+    # shutting down: never wait
+    assert batch_wait_s(10.0, 10.5, announced=3, adaptive=False, closing=True) == 0.0
 
-    def run(x):
-        sizes.append(x.shape[0])
-        time.sleep(0.01)
-        return _echo(x)
+
+# -- the batcher alone (order controlled with a gated run function, never by sleeping) ----------------------
+def test_batcher_coalesces_in_arrival_order_and_returns_each_submitter_its_rows():
+    run = Gate(_echo)
+    sizes = [1 + i % 2 for i in range(12)]
 
     async def main():
         b = MicroBatcher(run, max_batch=8, max_wait_ms=50, adaptive_wait=False)
         await b.start()
-        results = await asyncio.gather(*(b.submit(_rows(1 + i % 2, start=10 * i)) for i in range(12)))
+        first = asyncio.create_task(b.submit(_rows(sizes[0], start=0)))
+        await until(run.entered.is_set, "the first call to be running")  # held inside the model
+        rest = [asyncio.create_task(b.submit(_rows(n, start=10 * i))) for i, n in enumerate(sizes) if i]
+        await until(lambda: b.queue_depth == sum(sizes[1:]), "the rest to be queued")
+        run.gate.set()
+        results = [await first] + [await t for t in rest]
         await b.close()
         return results
 
     results = asyncio.run(main())
     for i, r in enumerate(results):
-        assert np.array_equal(r.output, _rows(1 + i % 2, start=10 * i))  # its own rows, in order
-    assert sum(sizes) == 18 and max(sizes) <= 8 and len(sizes) < 12
+        assert np.array_equal(r.output, _rows(sizes[i], start=10 * i))  # its own rows, in order
+    # FIFO coalescing: 2+1+2+1+2 = 8, then 1+2+1+2+1 = 7 (the next 2 would pass 8), then the last 2
+    assert run.calls == [1, 8, 7, 2]
+    assert [r.batch_size for r in results] == [1] + [8] * 5 + [7] * 5 + [2]
 
 
 def test_batching_disabled_runs_one_submission_per_call():
-    sizes: list[int] = []
+    run = Gate(_echo)
 
     async def main():
-        b = MicroBatcher(lambda x: (sizes.append(x.shape[0]), _echo(x))[1], max_batch=1, max_wait_ms=50)
+        b = MicroBatcher(run, max_batch=1, max_wait_ms=50)
         await b.start()
-        await asyncio.gather(*(b.submit(_rows(1)) for _ in range(6)))
+        tasks = [asyncio.create_task(b.submit(_rows(1))) for _ in range(6)]
+        await until(lambda: run.entered.is_set() and b.queue_depth == 5, "five queued behind the first")
+        run.gate.set()
+        await asyncio.gather(*tasks)
         await b.close()
 
     asyncio.run(main())
-    assert sizes == [1] * 6
+    assert run.calls == [1] * 6
 
 
 def test_oversized_submission_runs_alone_in_chunks():
@@ -72,31 +91,28 @@ def test_oversized_submission_runs_alone_in_chunks():
 
 
 def test_queue_full_and_closed_are_refused_and_shutdown_drains():
-    gate = threading.Event()
-
-    def run(x):
-        gate.wait(10)
-        return _echo(x)
+    run = Gate(_echo)
 
     async def main():
         b = MicroBatcher(run, max_batch=2, max_wait_ms=0, queue_size=3)
         await b.start()
         first = asyncio.create_task(b.submit(_rows(2)))  # taken by the worker, blocks on the gate
-        await asyncio.sleep(0.05)
+        await until(run.entered.is_set, "the first batch to be running")
         queued = [asyncio.create_task(b.submit(_rows(1, start=i))) for i in range(3)]
-        await asyncio.sleep(0.01)
+        await until(lambda: b.queue_depth == 3, "three queued")
         with pytest.raises(QueueFull):
             await b.submit(_rows(1))
         closing = asyncio.create_task(b.close(timeout=10))
-        await asyncio.sleep(0.01)
+        await until(lambda: not b.running, "the batcher to stop taking work")
         with pytest.raises(BatcherClosed):
             await b.submit(_rows(1))
-        gate.set()  # in-flight and queued work still completes
+        run.gate.set()  # in-flight and queued work still completes
         await closing
         return await first, [await q for q in queued]
 
     first, queued = asyncio.run(main())
     assert first.output.shape == (2, 2) and [q.output[0, 0] for q in queued] == [0, 1, 2]
+    assert run.calls == [2, 2, 1]
 
 
 def test_inference_error_reaches_every_waiter_and_the_batcher_survives():
@@ -120,32 +136,46 @@ def test_inference_error_reaches_every_waiter_and_the_batcher_survives():
     assert asyncio.run(main()).output.shape == (1, 2)
 
 
-def test_adaptive_wait_runs_a_lone_request_at_once_and_stops_waiting_when_an_arrival_gives_up():
-    """max_wait is long (2 s); a batch waits only while an announced request may still submit."""
+def test_adaptive_wait_runs_a_lone_request_at_once_and_holds_a_batch_only_for_announced_requests():
+    """max_wait is ten minutes: a test that finishes at all shows no request waited for it."""
 
     async def main():
-        b = MicroBatcher(_echo, max_batch=8, max_wait_ms=2000)
+        b = MicroBatcher(_echo, max_batch=8, max_wait_ms=600_000)
         await b.start()
-        t0 = time.perf_counter()
-        await b.submit(_rows(1))  # nobody else announced: no waiting
-        lone = time.perf_counter() - t0
+        lone = await asyncio.wait_for(b.submit(_rows(1)), 20)  # nobody else announced: no waiting
         with b.incoming():  # announced, then gives up (a bad upload) without submitting
-            t1 = time.perf_counter()
             waiting = asyncio.create_task(b.submit(_rows(1)))
-            await asyncio.sleep(0.05)
-            assert not waiting.done()  # held for the announced request
-        await waiting
-        after_give_up = time.perf_counter() - t1
+            await until(lambda: b.filling, "the batch to be held open for the announced request")
+            assert not waiting.done()
+        gave_up = await asyncio.wait_for(waiting, 20)  # withdrawn: the held batch runs at once
         with b.incoming() as arrival:  # announced and submits: both share one call
             first = asyncio.create_task(b.submit(_rows(1)))
-            await asyncio.sleep(0.02)
-            second = await b.submit(_rows(1, start=5), arrival)
+            await until(lambda: b.filling, "the batch to be held open")
+            second = await asyncio.wait_for(b.submit(_rows(1, start=5), arrival), 20)
         await first
+        assert b.announced == 0
         await b.close()
-        return lone, after_give_up, second.batch_size
+        return lone.batch_size, gave_up.batch_size, second.batch_size
 
-    lone, after_give_up, shared = asyncio.run(main())
-    assert lone < 0.5 and after_give_up < 1.0 and shared == 2
+    assert asyncio.run(main()) == (1, 1, 2)
+
+
+def test_the_injected_clock_times_queue_and_inference():
+    now = [100.0]
+
+    def run(x):
+        now[0] += 0.25  # the model "takes" 250 ms of the injected clock
+        return _echo(x)
+
+    async def main():
+        b = MicroBatcher(run, max_batch=4, max_wait_ms=0, clock=lambda: now[0])
+        await b.start()
+        r = await b.submit(_rows(1))
+        await b.close()
+        return r
+
+    r = asyncio.run(main())
+    assert r.inference_ms == pytest.approx(250.0) and r.queue_ms == pytest.approx(0.0)
 
 
 def test_close_without_start_and_submit_after_close():
@@ -173,28 +203,106 @@ def _metric(text: str, name: str) -> float:
 
 
 @pytest.mark.parametrize("max_batch", [8, 1])
-def test_concurrent_requests_share_batches(make_app, real_jpegs, max_batch):
-    app = make_app(max_batch=max_batch, max_wait_ms=100)
+def test_concurrent_requests_share_batches(make_app, artifact, real_jpegs, max_batch):
+    """The first request's inference call is held; 15 more queue behind it; released, they run in exact batches."""
+    gated = GatedArtifact(artifact)
+    app = make_app(art=gated, warmup=0, max_batch=max_batch, max_wait_ms=1000)
     n = 16
 
     async def main():
         async with running(app) as c:
+            batcher = app.state.serve.batcher
             files = [{"file": (p.name, p.read_bytes(), "image/jpeg")} for p in real_jpegs[:n]]
-            rs = await asyncio.gather(*(c.post("/v1/classify", files=f) for f in files))
+            first = asyncio.create_task(c.post("/v1/classify", files=files[0]))
+            await until(gated.entered.is_set, "the first inference call")
+            rest = [asyncio.create_task(c.post("/v1/classify", files=f)) for f in files[1:]]
+            await until(lambda: batcher.queue_depth == n - 1, "15 requests queued")
+            gated.gate.set()
+            rs = [await first] + [await t for t in rest]
             return rs, (await c.get("/metrics")).text
 
     rs, metrics = asyncio.run(main())
     assert all(r.status_code == 200 for r in rs)
-    batches = _metric(metrics, "distill_serve_batch_size_count")
-    images = _metric(metrics, "distill_serve_batch_size_sum")
     sizes = [r.json()["timing"]["batch_size"] for r in rs]
-    assert images == n
-    if max_batch == 1:
-        assert batches == n and set(sizes) == {1}
-    else:
-        assert batches < n and max(sizes) > 1, (batches, sizes)  # requests really shared inference calls
-        assert max(sizes) <= max_batch
+    want = [1, 8, 7] if max_batch == 8 else [1] * n
+    assert gated.calls == want
+    assert sorted(sizes) == sorted(k for k in want for _ in range(k))
+    assert _metric(metrics, "distill_serve_batch_size_count") == len(want)
+    assert _metric(metrics, "distill_serve_batch_size_sum") == n
     assert _metric(metrics, "distill_serve_queue_depth") == 0
+
+
+async def _asgi_post(app, body: bytes, boundary: str, released: asyncio.Event) -> list[dict]:
+    """POST /v1/classify straight through ASGI with the body held back until ``released`` (a slow upload)."""
+    sent: list[dict] = []
+    delivered = False
+
+    async def receive():
+        nonlocal delivered
+        if delivered:
+            await asyncio.Event().wait()  # the client never disconnects
+        await released.wait()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/classify", "raw_path": b"/v1/classify", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 1), "server": ("test", 80),
+             "headers": [(b"host", b"test"), (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                         (b"content-length", str(len(body)).encode())]}
+    await app(scope, receive, send)
+    return sent
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "b0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, boundary
+
+
+def test_an_upload_is_announced_before_its_body_arrives_and_joins_the_open_batch(make_app, real_jpegs):
+    """Request B's body is held back; A's batch waits for B (announced at its headers) and both share one call."""
+    app = make_app(warmup=0, max_batch=8, max_wait_ms=1000)
+
+    async def main():
+        async with running(app) as c:
+            batcher = app.state.serve.batcher
+            batcher._clock = lambda: 0.0  # frozen: the batch deadline never passes, only B's arrival ends the wait
+            body, boundary = _multipart(real_jpegs[1].read_bytes())
+            released = asyncio.Event()
+            b = asyncio.create_task(_asgi_post(app, body, boundary, released))
+            await until(lambda: batcher.announced == 1, "B announced before its body")
+            a = asyncio.create_task(c.post("/v1/classify", files={"file": ("a.jpg", real_jpegs[0].read_bytes(),
+                                                                           "image/jpeg")}))
+            await until(lambda: batcher.filling, "A's batch held open for B")
+            assert not a.done()
+            released.set()
+            ra, sent_b = await a, await b
+            return ra, sent_b, batcher.announced
+
+    ra, sent_b, announced = asyncio.run(main())
+    import json
+
+    assert ra.status_code == 200 and sent_b[0]["status"] == 200
+    body_b = json.loads(b"".join(m.get("body", b"") for m in sent_b[1:]))
+    assert ra.json()["timing"]["batch_size"] == 2 and body_b["timing"]["batch_size"] == 2
+    assert announced == 0  # every announcement ended with its request
+
+
+def test_a_rejected_upload_withdraws_its_announcement(make_app):
+    app = make_app(warmup=0)
+
+    async def main():
+        async with running(app) as c:
+            r = await c.post("/v1/classify", files={"file": ("a.jpg", b"not an image", "image/jpeg")})
+            return r, app.state.serve.batcher.announced
+
+    r, announced = asyncio.run(main())
+    assert r.status_code == 400 and announced == 0
 
 
 def test_readiness_waits_for_warmup(make_app, artifact, jpeg):

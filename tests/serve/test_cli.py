@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -103,18 +105,38 @@ def test_python_m_serve_missing_model_exits_2_with_one_line(tmp_path):
     assert "artifact not found" in _one_error_line(r.stderr)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _start_on_port_zero(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int, list[str]]:
+    """Start the server on port 0 (the kernel picks a free port: no pick-then-bind race with other processes) and
+    read the port it really bound from uvicorn's start-up line. Output is collected by a thread (``lines``)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    found: "queue.Queue[int | None]" = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                found.put(int(m.group(1)))
+        found.put(None)  # the process ended
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        port = found.get(timeout=120)
+    except queue.Empty:
+        proc.kill()
+        pytest.fail("server did not start within 120 s: " + "".join(lines))
+    if port is None:
+        pytest.fail("server exited: " + "".join(lines))
+    return proc, port, lines
 
 
 def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jpegs):
-    port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_SERVE_MAX_WAIT_MS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", str(port),
-                             "--threads", "1", "--no-access-log", "--log-level", "warning"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    proc, port, lines = _start_on_port_zero(
+        [sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", "0", "--threads", "1",
+         "--no-access-log", "--log-level", "info"], env)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -124,7 +146,7 @@ def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jp
                         break
             except OSError:
                 if proc.poll() is not None:
-                    pytest.fail(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+                    pytest.fail("server exited: " + "".join(lines))
                 time.sleep(0.1)
         boundary = uuid.uuid4().hex
         data = real_jpegs[0].read_bytes()
@@ -142,4 +164,4 @@ def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jp
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert rc == 0, proc.stdout.read() if proc.stdout else ""
+    assert rc == 0, "".join(lines)

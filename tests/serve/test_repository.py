@@ -16,7 +16,7 @@ from serve_helpers import running
 
 from export.runtime import load_artifact
 from export.triton import export_triton
-from serve.repository import create_repository_app
+from serve.app import create_repository_app
 from serve.settings import ServeSettings
 
 X = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)

@@ -52,7 +52,7 @@ def test_v2_routes_never_5xx(make_app) -> None:
 
 def test_repository_routes_never_5xx(tiny_artifact: Path, tmp_path: Path) -> None:
     from export.triton import export_triton
-    from serve.repository import create_repository_app
+    from serve.app import create_repository_app
     from serve.settings import ServeSettings
 
     export_triton(tiny_artifact, tmp_path / "repo", name=MODEL)

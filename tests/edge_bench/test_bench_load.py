@@ -1,0 +1,107 @@
+"""`distill bench load` / `abtest` (edge_bench.loadtest): photo sets incl. 12 MP upscaled at run time, the
+keep-alive client, the side-by-side summary, and a real run against `python -m serve` on the tiny artifact."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from edge_bench.loadtest import (Level, ServerSpec, build_request, parse_server, photo_sets, read_response,
+                                 summarize, upscale_to_phone)
+
+
+def test_photo_sets_keep_native_bytes_and_upscale_to_12mp(clothing_small_dir: Path):
+    files = sorted(clothing_small_dir.rglob("*.jpg"))[:3]
+    sets = photo_sets(files, ["native", "12mp"], max_12mp=2)
+    assert [b for _, b in sets["native"]] == [f.read_bytes() for f in files]
+    assert len(sets["12mp"]) == 2
+    for (_, data), f in zip(sets["12mp"], files):
+        with Image.open(io.BytesIO(data)) as im, Image.open(f) as src:
+            assert im.format == "JPEG" and im.width * im.height == 4032 * 3024
+            assert (im.width > im.height) == (src.width > src.height)  # its own orientation
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        photo_sets(files, ["huge"])
+
+
+def test_upscale_honours_exif_orientation(clothing_small_dir: Path):
+    src = Image.open(sorted(clothing_small_dir.rglob("*.jpg"))[0]).convert("RGB").resize((300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", exif=exif)
+    assert Image.open(io.BytesIO(upscale_to_phone(buf.getvalue()))).size == (3024, 4032)  # displayed portrait
+
+
+def test_build_request_and_read_response_roundtrip():
+    req = build_request("h", 1, "/v1/classify", "a.jpg", b"\xff\xd8data")
+    head, body = req.split(b"\r\n\r\n", 1)
+    assert b"Content-Length: %d" % len(body) in head and b'name="file"; filename="a.jpg"' in body
+
+    async def main():
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"HTTP/1.1 413 Too Large\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 200 OK\r\n\r\n")
+        reader.feed_eof()
+        return await read_response(reader), await read_response(reader)
+
+    assert asyncio.run(main()) == ((413, b"no"), (200, b""))
+
+
+def _level(server: str, rnd: int, rps: float, p50: float, p99: float) -> Level:
+    return Level(server=server, photos="native", concurrency=32, round=rnd, requests=100, errors=0, seconds=1.0,
+                 throughput_rps=rps, latency={"n": 100, "p50_ms": p50, "p99_ms": p99}, mean_batch=None,
+                 server_preprocess_ms=1.0, server_inference_ms=0.3, server_cpu_ms_per_request=None,
+                 rss_before_mb=100.0, rss_peak_mb=130.0)
+
+
+def test_summary_compares_servers_round_by_round():
+    levels = [_level("ours", 0, 150, 10, 15), _level("litserve", 0, 100, 20, 60),
+              _level("ours", 1, 120, 12, 20), _level("litserve", 1, 60, 25, 75)]
+    rows = {r["server"]: r for r in summarize(levels, ["ours", "litserve"])}
+    assert rows["ours"]["throughput_vs_other"] == [1.5, 2.0]  # each round against the same round
+    assert rows["litserve"]["throughput_vs_other"] == [0.67, 0.5]
+    assert rows["ours"]["rps"] == [120, 150] and rows["ours"]["p99_over_p50"] == [1.5, 1.67]
+    assert rows["ours"]["rss_growth_mb"] == [30.0, 30.0]
+
+
+def test_parse_server():
+    assert parse_server("ours=--max-batch 16 --threads 1") == ServerSpec("ours", "serve", ["--max-batch", "16", "--threads", "1"])
+    assert parse_server("litserve").kind == "litserve"
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        parse_server("=--max-batch 4")
+
+
+def test_bench_load_runs_our_server_on_native_and_12mp_photos(tiny_artifact, clothing_small_dir, tmp_path, bench_cli):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted(clothing_small_dir.rglob("*.jpg"))[:4]:
+        (photos / f.name).write_bytes(f.read_bytes())
+    res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(photos), "--sizes", "native,12mp",
+                           "--concurrency", "1,4", "--requests", "12", "--rounds", "1",
+                           "--server", "ours=--max-batch 4 --max-wait-ms 2 --threads 1 --warmup 0",
+                           "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "out/results.json").read_text())
+    assert {(lv["photos"], lv["concurrency"]) for lv in rep["levels"]} == {("native", 1), ("native", 4),
+                                                                           ("12mp", 1), ("12mp", 4)}
+    for lv in rep["levels"]:
+        assert lv["errors"] == 0 and lv["latency"]["n"] == 12
+        assert lv["server_preprocess_ms"] > 0 and lv["server_inference_ms"] > 0
+        assert lv["rss_peak_mb"] >= lv["rss_before_mb"] > 0
+
+
+def test_bench_load_bad_input_is_one_error_line(tmp_path, bench_cli, tiny_artifact, clothing_small_dir):
+    res = bench_cli.invoke("load", "--model", str(tmp_path / "missing.onnx"), "--images", str(clothing_small_dir),
+                           "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "artifact not found" in res.output
+    res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(clothing_small_dir),
+                           "--peer", "triton", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "only peer is litserve" in res.output
