@@ -86,6 +86,8 @@ class TrainConfig(BaseModel):
     grad_conflict_every: int = Field(0, ge=0, description="Log the CE/KD backbone-gradient cosine every N steps.")
     plots: bool = True
     progress: bool = True
+    progress_every: int = Field(0, ge=0, description="In a log (not a terminal): a progress line every N steps; "
+                                                    "0 = every max(log_every, steps/50).")
 
     # runtime
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")

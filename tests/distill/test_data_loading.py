@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from distill.data import (
-    ImageDataset, InfiniteSampler, Sample, create_eval_transform, create_train_transform, eval_loader, infinite_loader,
+    ImageDataset, InfiniteSampler, Sample, create_eval_transform, create_train_transform, eval_loader, seeded_stream,
 )
 from distill.preprocess import PreprocessSpec, preprocess_image
 
@@ -66,14 +66,19 @@ def test_infinite_sampler_is_seeded_and_resumable() -> None:
         InfiniteSampler(0)
 
 
-def test_infinite_loader_runs_past_one_pass(real_jpegs: list[Path]) -> None:
+def test_seeded_stream_runs_past_one_pass_and_resumes_exactly(real_jpegs: list[Path]) -> None:
     ds = ImageDataset([Sample(p, -1) for p in real_jpegs[:5]], create_train_transform(PreprocessSpec()))
-    it = iter(infinite_loader(ds, 4, seed=0))
+    it = seeded_stream(ds, 4, seed=7)
     batches = [next(it) for _ in range(4)]  # 16 items from a 5-item dataset
     assert all(b[0].shape == (4, 3, 32, 32) and (b[1] == -1).all() for b in batches)
     seen = torch.cat([b[2] for b in batches]).tolist()
-    again = iter(infinite_loader(ds, 4, seed=0, start_batch=2))
-    assert next(again)[2].tolist() == seen[8:12]
+    assert sorted(seen[:5]) == list(range(5))
+    again = next(seeded_stream(ds, 4, seed=7, start_batch=2))  # a resumed stream: same images, same crops
+    assert again[2].tolist() == seen[8:12] and torch.equal(again[0], batches[2][0])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    next(seeded_stream(ds, 4, seed=7))
+    assert torch.equal(torch.get_rng_state(), before)  # drawing batches leaves the global RNG alone
 
 
 def test_extract_subset_and_its_command(cifar_tar, tmp_path) -> None:
