@@ -41,7 +41,8 @@ from .report import MetricsLog, write_plots
 
 #: Config keys that may differ between a run and its resumption (everything else must match).
 _RESUME_FREE = {"max_steps", "progress", "progress_every", "plots", "device", "threads", "out_dir",
-                "eval_batch_size", "teacher_batch_size", "teacher_cache", "amp", "teacher_store", "channels_last"}
+                "eval_batch_size", "teacher_batch_size", "teacher_cache", "amp", "teacher_store", "channels_last",
+                "decoded_cache"}
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Run:
     uses_unlabeled: bool = False
     shard_teacher: Any = None  # the store that holds a streamed pool's teacher logits
     setup_s: float | None = None
+    memory_format: torch.memory_format = torch.contiguous_format
 
     @property
     def last_path(self) -> Path:
@@ -140,6 +142,7 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
         atomic_write_json(out / "split.json", splits.manifest())
     run = _setup_teacher_and_method(cfg, out, ctx, device, precision, splits)
     run.wall_start = wall_start
+    run.memory_format = _memory_format(cfg.channels_last, device, precision)
     _setup_student(run)
     _setup_budget(run)
     run.metrics = MetricsLog(out / "metrics.jsonl") if ctx.is_main else NullLog(out / f".no-metrics-rank{ctx.rank}")
@@ -224,6 +227,8 @@ def _setup_student(run: Run) -> None:
     cfg = run.cfg
     torch.manual_seed(cfg.seed)  # the init must not depend on how much RNG the data/teacher setup consumed
     run.student = run.method.create_student(cfg.student.arch, run.splits.num_classes, cfg.student.weights).to(run.device)
+    if run.memory_format is torch.channels_last:
+        run.student = run.student.to(memory_format=torch.channels_last)
     run.model = run.ctx.wrap(run.student, run.device)  # DDP when distributed (forward/backward); `student` for state
     run.optimizer = _adamw(run.student, cfg.lr, cfg.weight_decay, run.device)
     run.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision.needs_scaler)
@@ -266,24 +271,29 @@ def _restore(run: Run, ckpt: dict[str, Any]) -> None:
 
 def _setup_streams(run: Run) -> None:
     """The labeled and unlabeled streams, positioned at ``run.step`` (see :mod:`distill.data.loader`)."""
-    from ..data import ImageDataset, create_eval_transform, create_train_transform
+    from ..data import create_eval_transform, create_train_dataset, create_train_transform
     from ..data.loader import seeded_stream, shard_stream, stream_seed
 
     cfg, ctx, m = run.cfg, run.ctx, run.method
-    train_tf = (create_train_transform(run.spec, scale=cfg.crop_scale, hflip=cfg.hflip) if cfg.augment
-                else create_eval_transform(run.spec))
     opts = dict(num_workers=cfg.data.num_workers, pin_memory=run.device.type == "cuda",
                 rank=ctx.rank, world_size=ctx.world_size if ctx.enabled else 1)
-    run.lab_iter = seeded_stream(ImageDataset(m.labeled, train_tf), cfg.batch_labeled, stream_seed(cfg.seed, 0),
-                                 run.step, **opts)
+    cache = cfg.data.cache_dir if cfg.decoded_cache else None
+
+    def dataset(samples: list[Any]) -> Any:  # small images: decoded once into the cache (rank 0 first)
+        with ctx.rank0_first():
+            return create_train_dataset(samples, run.spec, cache, augment=cfg.augment, scale=cfg.crop_scale,
+                                        hflip=cfg.hflip)
+
+    run.lab_iter = seeded_stream(dataset(m.labeled), cfg.batch_labeled, stream_seed(cfg.seed, 0), run.step, **opts)
     if run.pool is not None:  # resumes at the step's position (see ShardStream for when that is exact)
-        run.pool.transform, run.pool.start_step = train_tf, run.step
+        run.pool.transform = (create_train_transform(run.spec, scale=cfg.crop_scale, hflip=cfg.hflip) if cfg.augment
+                              else create_eval_transform(run.spec))
+        run.pool.start_step = run.step
         run.unl_iter = ((x, None, t) for x, t in shard_stream(run.pool, run.shard_teacher,
                                                                num_workers=opts["num_workers"],
                                                                pin_memory=opts["pin_memory"]))
     elif run.uses_unlabeled:
-        stream = seeded_stream(ImageDataset(m.unlabeled, train_tf), cfg.batch_unlabeled, stream_seed(cfg.seed, 1),
-                               run.step, **opts)
+        stream = seeded_stream(dataset(m.unlabeled), cfg.batch_unlabeled, stream_seed(cfg.seed, 1), run.step, **opts)
         run.unl_iter = ((x, i, None) for x, _, i in stream)
 
 
@@ -297,7 +307,7 @@ def next_batch(run: Run) -> Batch:
     if run.unl_iter is not None:
         xu, idx_u, t_u = next(run.unl_iter)
         xs.append(xu)
-    x = torch.cat(xs).to(run.device, non_blocking=True)
+    x = torch.cat(xs).to(run.device, non_blocking=True).contiguous(memory_format=run.memory_format)
     return Batch(x, xl.shape[0], yl.to(run.device, non_blocking=True), il, idx_u, t_u)
 
 
@@ -502,7 +512,14 @@ def _adamw(student: torch.nn.Module, lr: float, weight_decay: float, device: tor
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A CPU copy in the default (NCHW) layout, whatever memory format training used."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
+def _memory_format(setting: str, device: torch.device, precision: Any) -> torch.memory_format:
+    """``auto``: channels_last for bf16 on a CPU (measured faster there, docs/results.md issue 18), else NCHW."""
+    on = setting == "on" or (setting == "auto" and device.type == "cpu" and precision.name == "bf16")
+    return torch.channels_last if on else torch.contiguous_format
 
 
 def _grad_cosine(ce: torch.Tensor, kd: torch.Tensor, params: list[torch.nn.Parameter]) -> tuple[float, float, float]:

@@ -91,12 +91,12 @@ class Progress:
             info = f"loss {loss:.3f} | {self._ips:.0f} img/s | lr {lr:.1e}{self._val}"
             self._bar.update(self._task, completed=done, info=info)
         elif done % self.every == 0 or done == self.total:
-            self.stream.write(self.line(done, loss, time.perf_counter() - self._t0) + "\n")
+            self.stream.write(self.line(done, loss, time.perf_counter() - self._t0, self._steps_since) + "\n")
             self.stream.flush()
 
-    def line(self, done: int, loss: float, elapsed: float) -> str:
-        """One log line; s/step is measured over this process's steps (resumed runs included)."""
-        per = elapsed / max(1, self._steps_since)
+    def line(self, done: int, loss: float, elapsed: float, steps: int) -> str:
+        """One log line; s/step is ``elapsed`` over the ``steps`` this process ran (a resumed run counts its own)."""
+        per = elapsed / max(1, steps)
         acc = "-" if self._acc is None else f"{100 * self._acc:.1f}%"
         return (f"step {done}/{self.total} | loss {loss:.4f} | val acc {acc} | {per:.3f} s/step | "
                 f"{_hms(per * (self.total - done))} left")
