@@ -79,7 +79,7 @@ class ArrayTrainTransform:
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         from torchvision.transforms import RandomResizedCrop
 
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W) uint8, a copy of the row
+        t = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W) uint8, a writable copy
         i, j, h, w = RandomResizedCrop.get_params(t, list(self.scale), list(self.ratio))  # the v2 transform's draws
         t = t[:, i:i + h, j:j + w]
         size = self.spec.size
