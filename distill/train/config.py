@@ -94,8 +94,8 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="Mixed precision: auto (bf16/fp16 on "
                                                     "CUDA, fp32 on a CPU), off, bf16 (CUDA, or a CPU with AMX / "
                                                     "AVX-512 BF16 / ARM BF16), fp16 (CUDA).")
-    channels_last: Literal["auto", "on", "off"] = Field("auto", description="NHWC memory format for the student "
-                                                        "(auto: on for CPU bf16, where it was measured faster).")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format for the student: true, "
+                                                  "false or auto (on for CPU bf16, where it was measured faster).")
     decoded_cache: bool = Field(True, description="Decode small, same-size training images once into a "
                                                   "memory-mapped uint8 array in data.cache_dir and augment tensors.")
     deterministic: bool = True

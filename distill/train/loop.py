@@ -516,9 +516,9 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def _memory_format(setting: str, device: torch.device, precision: Any) -> torch.memory_format:
+def _memory_format(setting: str | bool, device: torch.device, precision: Any) -> torch.memory_format:
     """``auto``: channels_last for bf16 on a CPU (measured faster there, docs/results.md issue 18), else NCHW."""
-    on = setting == "on" or (setting == "auto" and device.type == "cpu" and precision.name == "bf16")
+    on = setting is True or (setting == "auto" and device.type == "cpu" and precision.name == "bf16")
     return torch.channels_last if on else torch.contiguous_format
 
 

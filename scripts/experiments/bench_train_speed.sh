@@ -21,7 +21,7 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo -n "isa: "
 grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -x -E 'avx2|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16' | tr '\n' ' '; echo
 echo "torch: $($PY -c 'import torch; print(torch.__version__, torch.backends.cpu.get_cpu_capability())')"
-run() {  # name tree student extra-args...
+one() {  # name tree student extra-args...
   local name=$1 tree=$2 student=$3; shift 3
   local dir="$OUT/$name-$student-r$round"
   rm -rf "$dir"
@@ -37,14 +37,28 @@ print(f"{sys.argv[2]:<22} {sys.argv[3]:<15} {s['images_per_s']:8.1f} img/s  {s['
       f"precision {s['precision']}  load1 {sys.argv[4]}", flush=True)
 PYEOF
 }
+variants() {  # student: the runs of one student, in order
+  local student=$1
+  if [ -n "${BASE_TREE:-}" ]; then run before-fp32 "$BASE_TREE" "$student" $T; fi
+  run after-fp32 "$HERE" "$student" $T
+  run after-bf16 "$HERE" "$student" --amp bf16 $T  # channels_last: auto = on for CPU bf16
+  if [ "${ALL_VARIANTS:-$([ "$student" = cifar_resnet20 ] && echo 1 || echo 0)}" = 1 ]; then
+    run after-fp32-cl "$HERE" "$student" --set channels_last=true $T
+    run after-bf16-nocl "$HERE" "$student" --amp bf16 --set channels_last=false $T
+  fi
+}
+# MODE=sequential: one run at a time with torch's threads (the machine's cores); MODE=concurrent: a student's
+# variants all at once, 1 thread each, so a shared machine's changing load hits every variant alike.
+MODE=${MODE:-sequential}
+T=""; [ "$MODE" = concurrent ] && T="--threads 1"
 for round in $(seq 1 "$ROUNDS"); do
   for student in cifar_resnet8 cifar_resnet20; do
-    if [ -n "${BASE_TREE:-}" ]; then run before-fp32 "$BASE_TREE" "$student"; fi
-    run after-fp32 "$HERE" "$student"
-    run after-bf16 "$HERE" "$student" --amp bf16  # channels_last: auto = on for CPU bf16
-    if [ "${ALL_VARIANTS:-$([ $student = cifar_resnet20 ] && echo 1 || echo 0)}" = 1 ]; then
-      run after-fp32-cl "$HERE" "$student" --set channels_last=on
-      run after-bf16-nocl "$HERE" "$student" --amp bf16 --set channels_last=off
+    if [ "$MODE" = concurrent ]; then
+      run() { local name=$1 tree=$2 s=$3; shift 3; (one "$name" "$tree" "$s" "$@") & }
+      variants "$student"; wait
+    else
+      run() { one "$@"; }
+      variants "$student"
     fi
   done
 done | tee "$OUT/results.txt"
