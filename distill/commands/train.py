@@ -92,7 +92,7 @@ def train_command(
     lr: Optional[float] = typer.Option(None, "--lr"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (the data split seed is data.seed)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1, mps."),
-    amp: Optional[str] = typer.Option(None, "--amp", help="auto, off, bf16, fp16 (CUDA only)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="auto, off, bf16 (CUDA, or a CPU with AMX/AVX-512 BF16), fp16 (CUDA)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
     grad_conflict_every: Optional[int] = typer.Option(None, "--grad-conflict-every",

@@ -21,18 +21,20 @@ from .scan import Sample, SkippedImage, list_image_folder, list_unlabeled_folder
 from .splits import SPLIT_NAMES, DataSplits, build_splits, relpath, samples_to_json, stratified_subset
 
 _LAZY = {
-    "ImageDataset": ".dataset",
-    "InfiniteSampler": ".loader", "eval_loader": ".loader", "infinite_loader": ".loader",
+    "ImageDataset": ".dataset", "ArrayImageDataset": ".dataset", "create_train_dataset": ".dataset",
+    "decoded_images": ".dataset", "ArrayTrainTransform": ".transforms",
+    "InfiniteSampler": ".loader", "eval_loader": ".loader", "seeded_stream": ".loader", "shard_stream": ".loader",
+    "stream_seed": ".loader",
     "EvalTransform": ".transforms", "TrainTransform": ".transforms", "Transform": ".transforms",
     "create_eval_transform": ".transforms", "create_train_transform": ".transforms",
 }
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataConfig", "DataSplits", "EvalTransform", "ImageDataset", "InfiniteSampler",
+    "ArrayImageDataset", "ArrayTrainTransform", "create_train_dataset", "decoded_images", "IMAGE_EXTENSIONS", "SPLIT_NAMES", "DataConfig", "DataSplits", "EvalTransform", "ImageDataset", "InfiniteSampler",
     "Sample", "SkippedImage", "TrainTransform", "Transform", "build_splits", "create_eval_transform",
-    "create_train_transform", "default_cache_dir", "eval_loader", "extract_archive", "infinite_loader",
+    "create_train_transform", "default_cache_dir", "eval_loader", "extract_archive",
     "list_image_folder", "list_unlabeled_folder", "relpath", "resolve_dataset_root", "resolve_image_dir",
-    "samples_to_json", "stratified_subset", "verify_samples",
+    "samples_to_json", "seeded_stream", "shard_stream", "stratified_subset", "stream_seed", "verify_samples",
 ]
 
 

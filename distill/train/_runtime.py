@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import pick_device  # noqa: F401 - re-exported for the loop and commands
+from ..device import cpu_bf16_support, cpu_isa, cpu_model, pick_device  # noqa: F401 - pick_device re-exported
 from ..errors import ConfigError, DependencyError
 
 
@@ -37,12 +37,24 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
 
-def pick_precision(amp: str, device: torch.device) -> Precision:
-    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (+GradScaler) on older ones, fp32 elsewhere."""
+def pick_precision(amp: str, device: torch.device, flags: frozenset[str] | None = None) -> Precision:
+    """``auto``: bf16 autocast on CUDA GPUs that support it, fp16 (+GradScaler) on older ones, fp32 elsewhere.
+
+    ``bf16`` also works on a CPU with native bf16 (AMX, AVX-512 BF16, ARM BF16: detected from the CPU flags);
+    elsewhere it is a one-line error, since emulated bf16 is slower than fp32. ``auto`` stays fp32 on a CPU."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return Precision(None, device.type)
+    if device.type == "cpu" and amp == "bf16":
+        from ..device import cpu_bf16_support, cpu_isa, cpu_model
+
+        if cpu_bf16_support(flags) is None:
+            isa = ", ".join(cpu_isa(flags)) or "flags unknown"
+            raise ConfigError(f"amp=bf16 needs a CPU with native bf16 (AMX, AVX-512 BF16 or ARM BF16); this one "
+                              f"({cpu_model()}: {isa}) would emulate it, slower than fp32: use --amp off")
+        return Precision(torch.bfloat16, "cpu")
     if device.type != "cuda":
-        raise ConfigError(f"amp={amp} needs a CUDA device (got {device.type}); use amp=auto or off")
+        raise ConfigError(f"amp={amp} needs a CUDA device (got {device.type}); on a CPU use amp=bf16 (with native "
+                          f"bf16) or off")
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return Precision(torch.bfloat16 if amp == "bf16" else torch.float16, device.type)
@@ -94,6 +106,9 @@ def hardware_info(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
+        "cpu_bf16": cpu_bf16_support(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }

@@ -86,10 +86,18 @@ class TrainConfig(BaseModel):
     grad_conflict_every: int = Field(0, ge=0, description="Log the CE/KD backbone-gradient cosine every N steps.")
     plots: bool = True
     progress: bool = True
+    progress_every: int = Field(0, ge=0, description="In a log (not a terminal): a progress line every N steps; "
+                                                    "0 = every max(log_every, steps/50).")
 
     # runtime
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="Mixed precision: auto (bf16/fp16 on "
+                                                    "CUDA, fp32 on a CPU), off, bf16 (CUDA, or a CPU with AMX / "
+                                                    "AVX-512 BF16 / ARM BF16), fp16 (CUDA).")
+    channels_last: Literal["auto"] | bool = Field("auto", description="NHWC memory format for the student: true, "
+                                                  "false or auto (on for CPU bf16, where it was measured faster).")
+    decoded_cache: bool = Field(True, description="Decode small, same-size training images once into a "
+                                                  "memory-mapped uint8 array in data.cache_dir and augment tensors.")
     deterministic: bool = True
     threads: int | None = Field(None, gt=0, description="torch intra-op threads; default: torch's choice.")
     seed: int = 0

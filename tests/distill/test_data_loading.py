@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from distill.data import (
-    ImageDataset, InfiniteSampler, Sample, create_eval_transform, create_train_transform, eval_loader, infinite_loader,
+    ImageDataset, InfiniteSampler, Sample, create_eval_transform, create_train_transform, eval_loader, seeded_stream,
 )
 from distill.preprocess import PreprocessSpec, preprocess_image
 
@@ -66,14 +66,19 @@ def test_infinite_sampler_is_seeded_and_resumable() -> None:
         InfiniteSampler(0)
 
 
-def test_infinite_loader_runs_past_one_pass(real_jpegs: list[Path]) -> None:
+def test_seeded_stream_runs_past_one_pass_and_resumes_exactly(real_jpegs: list[Path]) -> None:
     ds = ImageDataset([Sample(p, -1) for p in real_jpegs[:5]], create_train_transform(PreprocessSpec()))
-    it = iter(infinite_loader(ds, 4, seed=0))
+    it = seeded_stream(ds, 4, seed=7)
     batches = [next(it) for _ in range(4)]  # 16 items from a 5-item dataset
     assert all(b[0].shape == (4, 3, 32, 32) and (b[1] == -1).all() for b in batches)
     seen = torch.cat([b[2] for b in batches]).tolist()
-    again = iter(infinite_loader(ds, 4, seed=0, start_batch=2))
-    assert next(again)[2].tolist() == seen[8:12]
+    assert sorted(seen[:5]) == list(range(5))
+    again = next(seeded_stream(ds, 4, seed=7, start_batch=2))  # a resumed stream: same images, same crops
+    assert again[2].tolist() == seen[8:12] and torch.equal(again[0], batches[2][0])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    next(seeded_stream(ds, 4, seed=7))
+    assert torch.equal(torch.get_rng_state(), before)  # drawing batches leaves the global RNG alone
 
 
 def test_extract_subset_and_its_command(cifar_tar, tmp_path) -> None:
@@ -131,3 +136,95 @@ def test_extract_subset_skips_members_that_escape_the_destination(tmp_path) -> N
     dest = extract_subset(archive, tmp_path / "out" / "sub", per_class=5)
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == ["cat/0.jpg"]
     assert not (tmp_path / "out" / "escaped.jpg").exists()
+
+
+def _samples(paths: list[Path]) -> list[Sample]:
+    from distill.io import sha256_file
+
+    return [Sample(p, i % 3, sha256_file(p)) for i, p in enumerate(paths)]
+
+
+def test_decoded_array_path_gives_the_same_batches_as_decoding_each_jpeg(real_jpegs: list[Path], tmp_path: Path) -> None:
+    """The fast path is not a different augmentation: same seeds -> the same crops, flips and pixels."""
+    from distill.data import ArrayImageDataset, ArrayTrainTransform, create_train_dataset
+
+    spec = PreprocessSpec()
+    samples = _samples(real_jpegs)
+    fast = create_train_dataset(samples, spec, tmp_path / "cache")
+    slow = create_train_dataset(samples, spec, None)
+    assert isinstance(fast, ArrayImageDataset) and isinstance(slow, ImageDataset)
+    for start in (0, 3):  # a fresh stream and a resumed one
+        a, b = seeded_stream(fast, 8, seed=11, start_batch=start), seeded_stream(slow, 8, seed=11, start_batch=start)
+        for _ in range(4):  # 32 items: two passes over 16 images
+            (xa, ya, ia), (xb, yb, ib) = next(a), next(b)
+            assert torch.equal(ia, ib) and torch.equal(ya, yb) and torch.equal(xa, xb)
+    tf = ArrayTrainTransform(spec, scale=(0.2, 1.0), hflip=True)
+    ref = create_train_transform(spec, scale=(0.2, 1.0), hflip=True)
+    image = np.load(next((tmp_path / "cache" / "decoded").glob("*.npy")))[5]
+    for seed in range(40):
+        torch.manual_seed(seed)
+        x = tf(image)
+        torch.manual_seed(seed)
+        assert torch.equal(x, ref(real_jpegs[5])), seed
+    with pytest.raises(ValueError, match="bilinear"):
+        ArrayTrainTransform(PreprocessSpec(interpolation="bicubic"))
+
+
+def test_decoded_images_are_keyed_by_content_atomic_and_resumable(real_jpegs: list[Path], tmp_path: Path) -> None:
+    from distill.data import decoded_images
+    from distill.data.dataset import decoded_key
+    from distill.preprocess import load_image
+
+    samples = _samples(real_jpegs[:10])
+    calls: list[int] = []
+    arr = decoded_images(samples, tmp_path, chunk=4, progress=lambda done, n: calls.append(done))
+    assert arr is not None and arr.shape == (10, 32, 32, 3) and arr.dtype == np.uint8 and not arr.flags.writeable
+    assert calls == [4, 8, 10]
+    assert np.array_equal(arr[7], np.asarray(load_image(real_jpegs[7]).convert("RGB")))
+    root = tmp_path / "decoded"
+    assert sorted(p.suffix for p in root.iterdir()) == [".lock", ".npy"]  # no partial or state file left
+    moved = [Sample(tmp_path / "elsewhere.jpg", s.label, s.digest) for s in samples]
+    assert decoded_key(moved) == decoded_key(samples)  # the key is the content, not the path
+    assert decoded_key(samples[::-1]) != decoded_key(samples)
+
+    # a build killed after its first chunk resumes there: rows already written are not decoded again
+    other = _samples(real_jpegs[6:16])
+    with pytest.raises(KeyboardInterrupt):
+        decoded_images(other, tmp_path, chunk=4, progress=lambda done, n: (_ for _ in ()).throw(KeyboardInterrupt))
+    key = decoded_key(other)
+    assert (root / f"{key}.npy.partial").exists() and not (root / f"{key}.npy").exists()
+    partial = np.load(root / f"{key}.npy.partial", mmap_mode="r+")
+    partial[0] = 0  # mark a row of the finished chunk: a resumed build must keep it
+    partial.flush()
+    del partial
+    resumed: list[int] = []
+    arr2 = decoded_images(other, tmp_path, chunk=4, progress=lambda done, n: resumed.append(done))
+    assert resumed == [8, 10] and arr2 is not None and not arr2[0].any()
+    assert np.array_equal(arr2[9], np.asarray(load_image(real_jpegs[15]).convert("RGB")))
+
+
+def test_decoded_images_refuses_mixed_or_large_images(real_jpegs: list[Path], tmp_path: Path) -> None:
+    from distill.data import create_train_dataset, decoded_images
+
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.zeros((40, 48, 3), dtype=np.uint8)).save(big)
+    mixed = _samples([*real_jpegs[:3], big])
+    assert decoded_images(mixed, tmp_path / "c") is None
+    assert decoded_images(mixed, tmp_path / "c") is None  # remembered (a .skip note), not retried
+    assert isinstance(create_train_dataset(mixed, PreprocessSpec(), tmp_path / "c"), ImageDataset)
+    assert decoded_images(_samples([big]), tmp_path / "c", max_side=32) is None
+    assert not list((tmp_path / "c" / "decoded").glob("*.partial"))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_one_clear_error() -> None:
+    from distill.errors import ConfigError
+    from distill.train._runtime import pick_precision
+
+    cpu = torch.device("cpu")
+    assert pick_precision("bf16", cpu, flags=frozenset({"avx2", "avx512f", "amx_bf16"})).name == "bf16"
+    assert pick_precision("bf16", cpu, flags=frozenset({"avx512_bf16"})).dtype is torch.bfloat16
+    assert pick_precision("auto", cpu).name == "fp32"  # auto never changes a CPU run's numerics
+    with pytest.raises(ConfigError, match=r"native bf16.*avx2.*use --amp off"):
+        pick_precision("bf16", cpu, flags=frozenset({"avx2", "fma"}))
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        pick_precision("fp16", cpu)

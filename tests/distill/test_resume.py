@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,40 @@ def test_resume_refuses_a_different_config(reference: tuple[Path, Path], capsys:
     with pytest.raises(SystemExit) as exc:  # an existing run is not silently overwritten
         app(args=["train", "--config", str(ref / "config.yaml")], prog_name="distill")
     assert exc.value.code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_interrupt_saves_a_resumable_checkpoint_and_says_so(reference: tuple[Path, Path], cifar_small_dir: Path,
+                                                            resnet56_weights: Path, tmp_path: Path) -> None:
+    """A real SIGINT (Ctrl-C) after step 3: last.pt at step 3 (checkpoint_every=2 would have left step 2), one
+    line naming it, exit 130; the resumed run ends exactly as the uninterrupted one."""
+    from distill.train.hooks import SIGNAL_ENV
+
+    ref, cache = reference
+    out = tmp_path / "interrupted"
+    env = {**os.environ, SIGNAL_ENV: "3:INT"}
+    proc = subprocess.run([sys.executable, "-m", "distill", *_args(cifar_small_dir, resnet56_weights, cache, out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, proc.stderr[-2000:]
+    said = [line for line in proc.stderr.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "SIGINT after step 3/6" in said[0] and "last.pt" in said[0] and "--resume" in said[0]
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
+    assert not (out / "summary.json").exists()
+    _cli(["train", "--resume", "--out", str(out)])
+    _same_weights(ref / "last.pt", out / "last.pt")
+    assert _val_events(ref) == _val_events(out)
+
+
+def test_interrupt_guard_catches_sigterm_once_then_steps_aside() -> None:
+    from distill.train.hooks import InterruptGuard
+
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda s, f: calls.append(s))
+    try:
+        with InterruptGuard() as guard:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled before kill() returns to Python code
+            assert guard.signum == signal.SIGTERM and guard.name == "SIGTERM" and calls == []
+            os.kill(os.getpid(), signal.SIGTERM)  # the second one reaches the previous handler
+            assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is not guard._handle
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -62,6 +62,7 @@ def test_dho_run_writes_every_run_file(dho_run: Path) -> None:
     assert 0.5 < summary["teacher"]["val_acc"] <= 1.0  # the real ResNet-56 on real CIFAR JPEGs
     assert summary["teacher_cache"]["enabled"] and summary["skipped_images"] == 0
     assert summary["images_per_s"] > 0 and summary["hardware"]["torch"] == torch.__version__
+    assert 0 < summary["setup_time_s"] < summary["wall_time_s"]  # set-up before step 1 is reported
     assert summary["data"]["labeled"] == 20 and summary["data"]["val"] == 30 and summary["data"]["test"] == 30
 
     events = [json.loads(line) for line in (dho_run / "metrics.jsonl").read_text().splitlines()]
@@ -165,3 +166,26 @@ def test_no_data_and_resume_errors(base_args: list[str], tmp_path: Path, capsys:
     assert code == 2 and "cannot resume" in err
     code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
     assert code == 2 and "checkpoint not found" in err
+
+
+def test_progress_in_a_log_is_a_line_every_n_steps() -> None:
+    """Not a terminal (nohup, CI): one plain line every N steps with loss, accuracy, s/step and time left."""
+    import io
+
+    from distill.train.progress import Progress
+
+    log = io.StringIO()
+    with Progress(True, total=5, start=0, every=2, stream=log, terminal=False) as bar:
+        for done in range(1, 6):
+            if done == 3:
+                bar.note({"acc_ce": 0.25, "acc_blend05": 0.5}, "acc_blend05")
+            bar.update(done, 2.0 / done, 100.0, 1e-3)
+    lines = log.getvalue().splitlines()
+    assert [line.split(" | ")[0] for line in lines] == ["step 2/5", "step 4/5", "step 5/5"]
+    assert "val acc -" in lines[0] and "val acc 50.0%" in lines[1] and "loss 0.5000" in lines[1]
+    assert lines[0].endswith("left") and " s/step | " in lines[0]
+    assert Progress(True, 10, 0, 1).line(4, 1.0, elapsed=2.0, steps=4).endswith("0.500 s/step | 0:00:03 left")
+    quiet = io.StringIO()
+    with Progress(False, total=5, start=0, every=1, stream=quiet, terminal=False) as off:
+        off.update(1, 1.0, 1.0, 1e-3)
+    assert quiet.getvalue() == ""
