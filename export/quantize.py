@@ -153,6 +153,25 @@ INT8_CONFIGS: dict[str, Int8Config] = {
 }
 DEFAULT_INT8 = "cpu"
 assert set(INT8_VARIANTS.values()) <= set(INT8_CONFIGS)
+#: ISA class (:func:`export.isa.isa_class`) -> the ``int8`` variant's configuration, where measured otherwise than
+#: :data:`DEFAULT_INT8` (the AVX2-without-VNNI tuning). Each entry is the faster of the candidates within 1 point of
+#: fp32 top-1 in one side-by-side run of ``scripts/bench_int8.py`` on that ISA (docs/results.md, issue 16).
+ISA_INT8_DEFAULTS: dict[str, str] = {}
+assert set(ISA_INT8_DEFAULTS.values()) <= set(INT8_CONFIGS)
+
+
+def default_int8_config(isa: str | None = None) -> str:
+    """The ``int8`` configuration for ``isa`` (default: this CPU's class); :data:`DEFAULT_INT8` where unmeasured."""
+    if isa is None:
+        from .isa import isa_class
+
+        isa = isa_class()
+    return ISA_INT8_DEFAULTS.get(isa, DEFAULT_INT8)
+
+
+def variant_config(variant: str, isa: str | None = None) -> str:
+    """The configuration an int8 ``--quantize`` variant is built with: ``int8`` follows the ISA, ``int8-trt`` not."""
+    return default_int8_config(isa) if variant == "int8" else INT8_VARIANTS[variant]
 
 
 def to_int8(model: Any, calib: np.ndarray, input_name: str = "input", config: Int8Config | str | None = None) -> Any:

@@ -283,6 +283,10 @@ def _load(p: Path, providers: Sequence[str] | None, intra_op_threads: int | None
 
         session, meta = load_engine_session(p)
         return Artifact(p, meta, session, backend="tensorrt")
+    if p.suffix == ".xml":  # OpenVINO IR (model.xml + model.bin): export/runtime_openvino.py
+        from .runtime_openvino import load_openvino_artifact
+
+        return load_openvino_artifact(p, providers, intra_op_threads)
     session = _OrtSession(p, providers, intra_op_threads, allow_spinning)
     meta = ArtifactMetadata.from_props(session.props, p)
     missing = [n for n in meta.output_names if n not in session.output_names]
