@@ -89,7 +89,7 @@ def _positive(value: float | int | None, name: str) -> None:
 def run_cmd(
     model: List[str] = typer.Option([], "--model", "-m", help="Artifact (.onnx/.engine), optionally LABEL=PATH. Repeatable."),
     checkpoint: List[str] = typer.Option([], "--checkpoint", "-c", help="Training checkpoint (PyTorch), optionally LABEL=PATH. Repeatable."),
-    backends: str = typer.Option("all", help="Comma-separated: torch-cpu,torch-cuda,ort-cpu,ort-cuda,ort-tensorrt,tensorrt or 'all'."),
+    backends: str = typer.Option("all", help="Comma-separated: torch-cpu,torch-cuda,ort-cpu,ort-cuda,ort-tensorrt,tensorrt,ov-cpu, 'all', or 'auto' (every backend available here, and per model and precision the fastest within 0.3 points of fp32 is named)."),
     scenarios: str = typer.Option("single-stream,offline", help="Comma-separated: single-stream, offline, server."),
     torch_modes: str = typer.Option("eager,compile", help="For checkpoints: eager, compile."),
     torch_dtypes: str = typer.Option("fp32", help="For checkpoints: fp32, bf16, fp16."),
@@ -133,8 +133,13 @@ def run_cmd(
         _positive(v, name)
     if warmup < 0:
         raise ConfigError("--warmup must be >= 0")
+    auto = backends.strip() == "auto"
+    if auto:
+        from .backends import backend_unavailable_reason
+
+        backends = ",".join(b for b in BACKENDS if backend_unavailable_reason(b) is None)
     cfg = BenchConfig(
-        models=models,
+        models=models, auto=auto,
         backends=parse_list(backends, BACKENDS, "backend"),
         scenarios=_scenarios(scenarios),
         torch_modes=parse_list(torch_modes, TORCH_MODES, "torch mode"),

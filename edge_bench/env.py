@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from export.isa import isa_record
+
 
 def _pkg(name: str) -> str | None:
     try:
@@ -103,6 +105,8 @@ def capture_environment(*, threads: int | None = None, emulation: dict[str, Any]
         "python": sys.version.split()[0],
         "cpu": cpu_model(),
         "cpu_arch": platform.machine(),
+        # the ISA features that decide which int8/bf16 kernels run (AVX2, AVX-512, VNNI, AMX; NEON, dotprod, i8mm, SVE)
+        "cpu_isa": isa_record(),
         "cpu_logical_cores": os.cpu_count(),
         "cpu_physical_cores": physical,
         "cpu_affinity": affinity,
@@ -114,6 +118,7 @@ def capture_environment(*, threads: int | None = None, emulation: dict[str, Any]
         "onnxruntime": ort_version,
         "onnxruntime_providers": providers,
         "tensorrt": _tensorrt_version(),
+        "openvino": _pkg("openvino"),
         "numpy": _pkg("numpy"),
         "distill_toolchain": _pkg("distill-toolchain"),
         "threads": {
