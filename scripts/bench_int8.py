@@ -37,21 +37,15 @@ sys.path.insert(0, str(REPO))
 
 from export.metadata import write_metadata  # noqa: E402
 from export.quantize import DEFAULT_INT8, INT8_CONFIGS, Int8Config, to_int8  # noqa: E402
+from export.isa import cpu_features, isa_class  # noqa: E402
 from export.runtime import load_artifact  # noqa: E402
 
 DEFAULT_CALIB = Path.home() / ".cache/distill/extracted"
 
 
 def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [f for f in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-                                    "amx_int8", "avx512_bf16") if f in have]
-    except OSError:
-        pass
-    return []
+    """The ISA features that decide the int8 kernels (export.isa, the one home of that list)."""
+    return list(cpu_features())
 
 
 def cpu_model() -> str:
@@ -269,7 +263,7 @@ def main() -> int:
     rows = [] if a.no_timing else time_interleaved(paths, x, batches, threads, a.rounds, a.seconds, spin)
     prof = profile(paths, x, [batches[0], batches[-1]], a.out) if a.profile else None
     report = {
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "isa_class": isa_class(),
         "onnxruntime": __import__("onnxruntime").__version__, "load_before": load_before,
         "load_after": os.getloadavg(), "argv": sys.argv, "fp32": str(a.fp32),
         "configs": {n: INT8_CONFIGS[n].describe() for n in names}, "sizes": {n: p.stat().st_size for n, p in paths.items()},
