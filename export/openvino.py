@@ -24,9 +24,11 @@ bf16       ``model.bf16.xml``                     fp32 weights, compiled with th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +139,9 @@ def int8_model(ov: Any, source: str, onnx_path: Path, art: Any, calib: np.ndarra
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     data = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
-    model = nncf.quantize(fp32_model.clone(), data, preset=nncf.QuantizationPreset.PERFORMANCE,
-                          subset_size=int(len(calib)))
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars must not corrupt --json on stdout
+        model = nncf.quantize(fp32_model.clone(), data, preset=nncf.QuantizationPreset.PERFORMANCE,
+                              subset_size=int(len(calib)))
     return model, {"method": "nncf", "nncf": nncf.__version__, "preset": "performance",
                    "calibration_images": int(len(calib))}
 

@@ -170,12 +170,36 @@ def ensure_base(cache: Path, arch: str | None = None) -> str:
 
 
 # -- 3. build -------------------------------------------------------------------------------------------
+#: glibc of Debian bookworm is 2.36: manylinux wheels up to that tag run in the image
+MANYLINUX = ("manylinux_2_17", "manylinux2014", "manylinux_2_28", "manylinux_2_31", "manylinux_2_34", "manylinux_2_35")
+
+
+def download_wheels(dest: Path, arch: str, context: Path, python_version: str = "3.11") -> Path:
+    """The image's wheels for ``arch`` (and pip/setuptools to build the project), fetched by the HOST's pip.
+
+    Under emulation every TLS handshake and index page runs in qemu; the package index then resets the slow
+    connections (seen: ``ConnectionResetError`` on /simple/onnxruntime/ for every retry). Downloading the target's
+    wheels natively and installing them with ``--no-index`` inside the build changes nothing about what is
+    installed (the same PyPI wheels for aarch64), only who fetched them.
+    """
+    machine = ARCHES[arch][0]
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = [a for tag in MANYLINUX for a in ("--platform", f"{tag}_{machine}")]
+    sh([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--implementation", "cp",
+        "--python-version", python_version, *platforms, "-d", str(dest),
+        "-r", str(context / "scripts/container/requirements.txt"), "pip", "setuptools>=77", "wheel"], timeout=1800)
+    return dest
+
+
 def build(tag: str, context: Path, model_arg: str | None, arch: str | None = None, base: str = BASE_TAG,
-          timeout: float = 1800) -> float:
+          timeout: float = 1800, wheelhouse: Path | None = None) -> float:
     arch = arch or host_arch()
     cmd = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--format", "docker", "--layers=false",
            "--platform", f"linux/{arch}", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
            "-f", str(context / "Dockerfile")]
+    if wheelhouse is not None:
+        cmd += ["-v", f"{wheelhouse}:/wheels:ro", "--build-arg", "PIP_FIND_LINKS=/wheels",
+                "--build-arg", "PIP_NO_INDEX=1"]
     if Path(CA_BUNDLE).exists():
         cmd[2:2] = ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
     if model_arg:
@@ -390,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, help="a report of an earlier run (e.g. the x86 image): same top-k "
                     "labels, scores within --score-tol")
     ap.add_argument("--score-tol", type=float, default=1e-4)
+    ap.add_argument("--wheelhouse", choices=("auto", "on", "off"), default="auto",
+                    help="install the image's wheels from a wheelhouse the host downloads for the target "
+                         "architecture (auto: under emulation only)")
     ap.add_argument("--build-timeout", type=float, default=None,
                     help="seconds for the build (default 1800, 7200 under emulation)")
     args = ap.parse_args(argv)
@@ -406,8 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         t_base = time.time()
         base = ensure_base(args.cache, args.arch)
         report["base_s"] = round(time.time() - t_base, 1)
+        wheels = None
+        if args.wheelhouse == "on" or (args.wheelhouse == "auto" and emulated):
+            t_w = time.time()
+            wheels = download_wheels(args.cache / f"wheels-{args.arch}", args.arch, args.context)
+            report["wheelhouse_s"] = round(time.time() - t_w, 1)
         report["build_s"] = round(build(args.tag, args.context, args.bake, args.arch, base,
-                                        args.build_timeout or (7200 if emulated else 1800)), 1)
+                                        args.build_timeout or (7200 if emulated else 1800), wheels), 1)
         report["image_arch"] = image_arch(args.tag)
         report["image_size_bytes"] = image_size(args.tag)
         report["image_size_mb"] = round(report["image_size_bytes"] / 1e6, 1)
