@@ -210,3 +210,17 @@ def test_serve_uses_the_ir_unchanged(ir_dir: Path, real_jpegs):
     got = r.json()["results"][0]["predictions"][0]
     assert got["label"] == load_artifact(ir_dir / "tiny.xml").class_names[int(want.argmax())]
     assert got["score"] == pytest.approx(float(want.max()), abs=1e-5)
+
+
+def test_nncf_int8_via_cli_keeps_json_clean(tiny_artifact: Path, cifar_small_dir: Path, tmp_path: Path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "n.xml"
+    r = _cli("openvino", "--onnx", str(tiny_artifact), "-o", str(out), "-q", "int8", "--int8", "nncf",
+             "--verify-dir", str(cifar_small_dir), "--max-verify-images", "24", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(r.stdout)  # progress bars went to stderr
+    assert data["report"]["variants"]["int8"]["file"] == "n.int8.xml"
+    art = load_artifact(out.with_name("n.int8.xml"))
+    assert art.meta.quantization == "openvino-nncf" and art.meta.precision == "int8"
+    info = rt_section(ov.Core().read_model(str(out.with_name("n.int8.xml"))), RT_OPENVINO)
+    assert json.loads(info["int8"])["method"] == "nncf"
