@@ -2,10 +2,11 @@
 
 Commands
 --------
-``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``; ``LABEL=PATH`` names a row) and
+``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``, OpenVINO ``.xml``; ``LABEL=PATH`` names a row) and
               ``--checkpoint`` training checkpoints (PyTorch eager and ``torch.compile``, best DHO blend applied),
-              on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt; default all,
-              unavailable ones are listed as skipped with the reason) and ``--scenarios`` (single-stream, offline,
+              on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt, ov-cpu; default
+              all, unavailable ones are listed as skipped with the reason; ``auto``: all available ones, and the
+              fastest within 0.3 points of fp32 is named per model and precision) and ``--scenarios`` (single-stream, offline,
               server). ``--data DIR`` (``DIR/<class>/<image>``) or ``--split CKPT[:val|:test]`` (the split a
               checkpoint records) adds top-1 and mean per-class accuracy; ``--images DIR`` gives the real images
               used as inputs. Warm-up (``--warmup``), ``--count`` or ``--duration`` per scenario, and a hard
