@@ -89,7 +89,24 @@ def ensure_tools(arch: str | None = None) -> None:
         sh(["apt-get", "update", "-qq"], env=env, timeout=600)
         sh(["apt-get", "install", "-y", "-qq", *wanted], env=env, timeout=900)
     if foreign:
+        check_qemu(arch)  # type: ignore[arg-type]
         ensure_binfmt(arch)  # type: ignore[arg-type]
+
+
+#: onnxruntime (1.28-1.32 tested) segfaults at import under qemu-user 7.2 (Debian bookworm); 10.0 (bookworm-backports) works
+MIN_QEMU = (8, 0)
+
+
+def check_qemu(arch: str) -> None:
+    exe = f"qemu-{ARCHES[arch][0]}-static"
+    out = sh([exe, "--version"], capture=True, check=False).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out or "")
+    if m and (int(m.group(1)), int(m.group(2))) < MIN_QEMU:
+        raise SystemExit(f"error: {exe} {m.group(1)}.{m.group(2)} is too old (onnxruntime crashes at import under "
+                         f"it); on Debian bookworm: echo 'deb http://deb.debian.org/debian bookworm-backports main' > "
+                         f"/etc/apt/sources.list.d/backports.list && apt-get update && apt-get install -y -t "
+                         f"bookworm-backports qemu-user-static, then re-register: echo -1 > "
+                         f"{BINFMT}/qemu-{ARCHES[arch][0]}")
 
 
 def ensure_binfmt(arch: str) -> None:
@@ -282,7 +299,11 @@ def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, read
             shutil.copy2(model, mount_dir / "model.onnx")
             (mount_dir / "model.onnx").chmod(0o644)
             cmd += ["-v", f"{mount_dir}:/models:ro"]
-        probe = sh([*cmd, ctr, "--", "/opt/venv/bin/python", "-c", MACHINE_PROBE], capture=True, timeout=600)
+        probe = sh([*cmd, ctr, "--", "/opt/venv/bin/python", "-c", MACHINE_PROBE], capture=True, timeout=600,
+                   check=False)
+        if probe.returncode != 0:
+            raise RuntimeError(f"the image's python cannot import its runtime (exit {probe.returncode}): "
+                               f"{(probe.stderr or '').strip().splitlines()[-1:] or ''}")
         report["container_platform"] = json.loads(probe.stdout.strip().splitlines()[-1])
         cmd += [ctr, "--", "/opt/venv/bin/python", "-m", "serve", "--no-access-log"]
         log("$ " + " ".join(cmd) + " &")
@@ -408,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--ready-timeout", type=float, default=120)
     ap.add_argument("--keep-image", action="store_true", help="keep the built image (default: remove it)")
+    ap.add_argument("--reuse-image", action="store_true", help="skip the build when --tag already exists (a kept "
+                    "image from an earlier run)")
     ap.add_argument("--json", type=Path, help="also write the report here")
     ap.add_argument("--arch", choices=sorted(ARCHES), default=host_arch(),
                     help="image architecture; a foreign one is built and run under qemu-user-static")
@@ -434,12 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         base = ensure_base(args.cache, args.arch)
         report["base_s"] = round(time.time() - t_base, 1)
         wheels = None
-        if args.wheelhouse == "on" or (args.wheelhouse == "auto" and emulated):
+        reuse = args.reuse_image and image_exists(args.tag)
+        if reuse:
+            log(f"reusing the existing image {args.tag} (--reuse-image)")
+            report["reused_image"] = True
+        elif args.wheelhouse == "on" or (args.wheelhouse == "auto" and emulated):
             t_w = time.time()
             wheels = download_wheels(args.cache / f"wheels-{args.arch}", args.arch, args.context)
             report["wheelhouse_s"] = round(time.time() - t_w, 1)
-        report["build_s"] = round(build(args.tag, args.context, args.bake, args.arch, base,
-                                        args.build_timeout or (7200 if emulated else 1800), wheels), 1)
+        if not reuse:
+            report["build_s"] = round(build(args.tag, args.context, args.bake, args.arch, base,
+                                            args.build_timeout or (7200 if emulated else 1800), wheels), 1)
         report["image_arch"] = image_arch(args.tag)
         report["image_size_bytes"] = image_size(args.tag)
         report["image_size_mb"] = round(report["image_size_bytes"] / 1e6, 1)
