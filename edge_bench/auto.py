@@ -73,6 +73,10 @@ def select_winners(report: dict[str, Any], tolerance: float = ACCURACY_TOLERANCE
     return {"rule": RULE, "tolerance_points": 100 * tolerance, "winners": winners}
 
 
+def _excluded(e: dict[str, Any]) -> str:
+    return f"{e['backend']} ({e['model']}: {e['reason']})"
+
+
 def winner_lines(report: dict[str, Any]) -> list[str]:
     """One line per (model, precision) for the terminal and the markdown."""
     auto = report.get("auto")
@@ -83,8 +87,7 @@ def winner_lines(report: dict[str, Any]) -> list[str]:
         head = f"auto {w['model_name']} {w['precision']}: "
         b = w["winner"]
         if b is None:
-            lines.append(head + f"no winner ({w['reason']}; " +
-                         "; ".join(f"{e['backend']}: {e['reason']}" for e in w["excluded"]) + ")")
+            lines.append(head + f"no winner ({w['reason']}; " + "; ".join(_excluded(e) for e in w["excluded"]) + ")")
             continue
         speed = (f"p50 {b['p50_ms']:.3f} ms" if w["metric"] == "SingleStream p50 ms"
                  else f"{b['offline_ips']:.1f} img/s")
@@ -93,6 +96,6 @@ def winner_lines(report: dict[str, Any]) -> list[str]:
                        f"{c['backend']} ({c['model']}) {c['offline_ips'] or 0:.1f} img/s" for c in others)
         top1 = "-" if b["top1"] is None else f"{100 * b['top1']:.2f}%"
         lines.append(head + f"{b['backend']} ({b['model']}) wins, {speed}, top-1 {top1}" + (f"; vs {vs}" if vs else "")
-                     + (f"; excluded: {', '.join(e['backend'] + ' (' + e['reason'] + ')' for e in w['excluded'])}"
+                     + (f"; excluded: {', '.join(_excluded(e) for e in w['excluded'])}"
                         if w["excluded"] else ""))
     return lines

@@ -73,7 +73,7 @@ def test_auto_picks_fastest_within_tolerance_per_precision():
     assert got[("teacher", "fp32")]["winner"]["model"] == "t.onnx"
     assert auto["tolerance_points"] == pytest.approx(100 * ACCURACY_TOLERANCE)
     lines = winner_lines({"auto": auto})
-    assert any("stu int8: ort-cpu (s.int8.onnx) wins" in ln and "excluded: ov-cpu" in ln for ln in lines)
+    assert any("stu int8: ort-cpu (s.int8.onnx) wins" in ln and "excluded: ov-cpu (s.int8.xml: top-1" in ln for ln in lines)
 
 
 def test_auto_without_accuracy_names_no_winner_and_says_why():
