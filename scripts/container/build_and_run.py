@@ -282,7 +282,8 @@ MACHINE_PROBE = ("import json, platform, numpy, onnxruntime; print(json.dumps({'
                  "'numpy': numpy.__version__}))")
 
 
-def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, ready_timeout: float) -> dict:
+def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, ready_timeout: float,
+                     emulated: bool = False) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ctr = sh(["buildah", "from", "--pull=never", tag], capture=True).stdout.strip().splitlines()[-1]
@@ -292,6 +293,8 @@ def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, read
     try:
         cmd = ["buildah", "run", "--isolation", "chroot", "--network", "host",
                "-e", f"DISTILL_SERVE_PORT={port}", "-e", "DISTILL_SERVE_HOST=127.0.0.1"]
+        if emulated:  # the warm-up's batch-size sweep (1..16) takes many minutes in qemu; the check is the answer
+            cmd += ["-e", "DISTILL_SERVE_BATCH_SIZING=fixed", "-e", "DISTILL_SERVE_MAX_BATCH=2"]
         if model is not None:
             # a world-readable copy: the image runs as an unprivileged user (uid 10001)
             mount_dir = Path(tempfile.mkdtemp(prefix="distill-model-"))
@@ -473,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         report["image_size_mb"] = round(report["image_size_bytes"] / 1e6, 1)
         log(f"image {args.tag}: {report['image_size_mb']} MB")
         report.update(run_and_classify(args.tag, None if args.bake else args.model, args.image, args.top_k,
-                                       args.ready_timeout))
+                                       args.ready_timeout, emulated))
         report["problems"] = check_answer(report, args.model, args.top_k)
         if report["image_arch"] != args.arch:
             report["problems"].append(f"image architecture {report['image_arch']} != {args.arch}")
