@@ -283,7 +283,7 @@ MACHINE_PROBE = ("import json, platform, numpy, onnxruntime; print(json.dumps({'
 
 
 def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, ready_timeout: float,
-                     emulated: bool = False) -> dict:
+                     emulated: bool = False, qemu_cpu: str | None = None) -> dict:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ctr = sh(["buildah", "from", "--pull=never", tag], capture=True).stdout.strip().splitlines()[-1]
@@ -295,6 +295,8 @@ def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, read
                "-e", f"DISTILL_SERVE_PORT={port}", "-e", "DISTILL_SERVE_HOST=127.0.0.1"]
         if emulated:  # the warm-up's batch-size sweep (1..16) takes many minutes in qemu; the check is the answer
             cmd += ["-e", "DISTILL_SERVE_BATCH_SIZING=fixed", "-e", "DISTILL_SERVE_MAX_BATCH=2"]
+            if qemu_cpu:  # qemu reads QEMU_CPU from the emulated process's environment
+                cmd += ["-e", f"QEMU_CPU={qemu_cpu}"]
         if model is not None:
             # a world-readable copy: the image runs as an unprivileged user (uid 10001)
             mount_dir = Path(tempfile.mkdtemp(prefix="distill-model-"))
@@ -440,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, help="a report of an earlier run (e.g. the x86 image): same top-k "
                     "labels, scores within --score-tol")
     ap.add_argument("--score-tol", type=float, default=1e-4)
+    ap.add_argument("--qemu-cpu", default="cortex-a76", help="the emulated CPU (QEMU_CPU) when the server runs under "
+                    "emulation: cortex-a76 is a Raspberry Pi 5's core (NEON + dotprod, no SVE); '' for qemu's default "
+                    "(max: every feature qemu has, SVE included, much slower to emulate)")
     ap.add_argument("--wheelhouse", choices=("auto", "on", "off"), default="auto",
                     help="install the image's wheels from a wheelhouse the host downloads for the target "
                          "architecture (auto: under emulation only)")
@@ -452,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model is None and args.bake is None:
         ap.error("give --model (mounted) or --bake (baked in)")
 
-    report: dict = {"tag": args.tag, "arch": args.arch, "host_arch": host_arch(), "emulated": emulated}
+    report: dict = {"tag": args.tag, "arch": args.arch, "host_arch": host_arch(), "emulated": emulated,
+                    "qemu_cpu": (args.qemu_cpu or "max") if emulated else None}
     t0 = time.time()
     try:
         ensure_tools(args.arch)
@@ -476,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         report["image_size_mb"] = round(report["image_size_bytes"] / 1e6, 1)
         log(f"image {args.tag}: {report['image_size_mb']} MB")
         report.update(run_and_classify(args.tag, None if args.bake else args.model, args.image, args.top_k,
-                                       args.ready_timeout, emulated))
+                                       args.ready_timeout, emulated, args.qemu_cpu if emulated else None))
         report["problems"] = check_answer(report, args.model, args.top_k)
         if report["image_arch"] != args.arch:
             report["problems"].append(f"image architecture {report['image_arch']} != {args.arch}")
