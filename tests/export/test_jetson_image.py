@@ -150,3 +150,33 @@ def test_missing_model_or_tensorrt_is_one_clear_error(monkeypatch: pytest.Monkey
         jetson_start.environment()
     with pytest.raises(SystemExit, match="no ONNX artifact"):
         jetson_start.plan(tmp_path / "none.onnx", tmp_path, "fp16", "10.3.0", ORIN)
+
+
+build_and_run = _load("build_and_run")
+
+
+def _answer(preds):
+    return {"arch": "amd64", "answer": {"results": [{"predictions": [{"label": l, "score": s} for l, s in preds]}]}}
+
+
+def test_arm64_answer_is_compared_with_the_x86_one():
+    x86 = _answer([("cat", 0.9), ("dog", 0.08)])
+    same = _answer([("cat", 0.90005), ("dog", 0.07995)])
+    assert build_and_run.compare_answers(same, x86, 1e-4) == [] and same["compare"]["labels_equal"]
+    assert "scores differ" in build_and_run.compare_answers(_answer([("cat", 0.9002), ("dog", 0.08)]), x86, 1e-4)[0]
+    assert "labels" in build_and_run.compare_answers(_answer([("dog", 0.5), ("cat", 0.4)]), x86, 1e-4)[0]
+    assert build_and_run.compare_answers({}, x86, 1e-4) == ["no answer to compare with the reference report"]
+
+
+def test_old_qemu_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch):
+    import subprocess
+
+    def fake(version):
+        return lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, f"qemu-aarch64 version {version} (Debian)\n", "")
+
+    monkeypatch.setattr(build_and_run, "sh", fake("7.2.22"))
+    with pytest.raises(SystemExit, match="too old.*bookworm-backports"):
+        build_and_run.check_qemu("arm64")
+    monkeypatch.setattr(build_and_run, "sh", fake("10.0.2"))
+    build_and_run.check_qemu("arm64")  # fine
+    assert build_and_run.base_tag("arm64") == "localhost/debian-py:bookworm-arm64"
