@@ -333,7 +333,7 @@ def run_and_classify(tag: str, model: Path | None, image: Path, top_k: int, read
         report["ready_after_bad_input"] = status_after == 200
     finally:
         if proc is not None and proc.poll() is None:
-            report.update(stop_server(proc))
+            report.update(stop_server(proc, 300 if emulated else 30))  # uvicorn's drain is slow in qemu
         sh(["buildah", "rm", ctr], check=False, capture=True)
         if mount_dir is not None:
             shutil.rmtree(mount_dir, ignore_errors=True)
@@ -357,7 +357,7 @@ def _server_pids(pgid: int) -> list[int]:
     return pids
 
 
-def stop_server(proc: subprocess.Popen) -> dict:
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> dict:
     """SIGTERM the server itself (graceful: uvicorn drains, exits 0), then make sure the group is gone."""
     out: dict = {}
     t0 = time.time()
@@ -367,7 +367,7 @@ def stop_server(proc: subprocess.Popen) -> dict:
     if not pids:
         os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
         out["shutdown_s"] = round(time.time() - t0, 2)
         out["shutdown_rc"] = proc.returncode
     except subprocess.TimeoutExpired:
