@@ -263,7 +263,8 @@ def _verify(tmp: Path, paths: dict[str, Path], art: Any, data: Any, x: np.ndarra
             ref_probs: np.ndarray, say: Any) -> dict[str, Any]:
     """fp32 IR vs the ONNX artifact (the gate), then each variant vs the fp32 IR (reported)."""
     from .runtime_openvino import load_openvino_artifact
-    from .verify import MAX_ABS_DIFF, MIN_AGREEMENT, _acc, _agree, _max_diff, run_artifact, verify_variant
+    from .verify import (MAX_ABS_DIFF, MIN_AGREEMENT, _acc, _agree, _max_diff, parity_problems, run_artifact,
+                         verify_variant)
 
     onnx_report = art.meta.verification or {}
     tol = float((onnx_report.get("thresholds") or {}).get("max_abs_diff", MAX_ABS_DIFF))
@@ -286,14 +287,7 @@ def _verify(tmp: Path, paths: dict[str, Path], art: Any, data: Any, x: np.ndarra
         "inference_precision": ir.providers[0].rsplit(":", 1)[-1],
         **dyn,
     }
-    problems = []
-    if not fp32["max_abs_diff"] <= tol:
-        problems.append(f"max abs diff {fp32['max_abs_diff']:.3g} > {tol:g}")
-    if fp32["top1_agreement_onnx"] < MIN_AGREEMENT:
-        problems.append(f"top-1 agreement with ONNX {fp32['top1_agreement_onnx']:.2%} < 100%")
-    for n in (1, 7):
-        if not dyn[f"batch{n}_max_abs_diff"] <= tol or dyn[f"batch{n}_rows"] != min(n, len(x)):
-            problems.append(f"batch {n} run differs (dynamic batch broken)")
+    problems = parity_problems(fp32["max_abs_diff"], fp32["top1_agreement_onnx"], "ONNX", dyn, tol, len(x))
     if fp32["inference_precision"] != "f32":
         problems.append(f"the fp32 IR compiled for {fp32['inference_precision']}, not f32")
     report: dict[str, Any] = {
