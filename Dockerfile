@@ -13,6 +13,11 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS builder
 ARG MODEL=""
+# Offline installs (air-gapped hosts, and the arm64 build under emulation): a wheelhouse mounted at build time,
+# e.g. buildah bud -v $PWD/wheels:/wheels:ro --build-arg PIP_FIND_LINKS=/wheels --build-arg PIP_NO_INDEX=1
+# (scripts/container/build_and_run.py --wheelhouse). Unset by default: pip uses the package index.
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN set -eu; PY="$(command -v python3 || command -v python)"; "$PY" -m venv /opt/venv; \
     /opt/venv/bin/python -m pip install --upgrade --quiet pip setuptools

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .errors import ConfigError, DependencyError
+from .isa import cpu_features, cpu_model  # noqa: F401 - cpu_model re-exported for the run record
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -28,39 +29,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-#: CPU flags that matter for training speed, as /proc/cpuinfo names them (x86) or its Features line (arm64).
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "bf16")
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags (Linux /proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def cpu_model() -> str:
-    import platform
-
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            if line.lower().startswith(("model name", "cpu model")):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_bf16_support(flags: frozenset[str] | None = None) -> str | None:
     """How this CPU runs bf16 natively: ``amx_bf16``, ``avx512_bf16``, ``arm_bf16``, or None (torch would
     emulate it, slower than fp32)."""
-    flags = cpu_flags() if flags is None else flags
+    flags = frozenset(cpu_features()) if flags is None else flags
     for flag, name in (("amx_bf16", "amx_bf16"), ("avx512_bf16", "avx512_bf16"), ("bf16", "arm_bf16")):
         if flag in flags:
             return name
@@ -68,6 +42,5 @@ def cpu_bf16_support(flags: frozenset[str] | None = None) -> str | None:
 
 
 def cpu_isa(flags: frozenset[str] | None = None) -> list[str]:
-    """The speed-relevant ISA flags present (recorded beside every throughput number)."""
-    flags = cpu_flags() if flags is None else flags
-    return [f for f in ISA_FLAGS if f in flags]
+    """The ISA features present (:mod:`distill.isa`; recorded beside every throughput number)."""
+    return list(cpu_features()) if flags is None else sorted(flags)

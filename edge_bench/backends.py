@@ -10,6 +10,7 @@ ort-cpu        any ``.onnx`` artifact              onnxruntime (CPUExecutionProv
 ort-cuda       any ``.onnx`` artifact              onnxruntime-gpu (CUDAExecutionProvider) and a GPU
 ort-tensorrt   any ``.onnx`` artifact              onnxruntime-gpu built with TensorrtExecutionProvider
 tensorrt       a TensorRT ``.engine`` artifact     tensorrt and a GPU (loaded by ``export.runtime``)
+ov-cpu         an OpenVINO IR ``.xml`` artifact    openvino (``edge_bench/backend_openvino.py``)
 =============  ==================================  ===========================================================
 
 A backend that is not available here is not an error: it is reported as ``skipped`` with the reason.
@@ -29,11 +30,13 @@ from distill.blend import BlendChoice, blend_probs, choose_blend, default_blend,
 from distill.errors import ConfigError
 from export.runtime import ENGINE_SUFFIXES
 
-BACKENDS = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt")
+from .backend_openvino import IR_SUFFIXES, OPENVINO_BACKENDS, OV_DEVICE, openvino_unavailable_reason
+
+BACKENDS = ("torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt", *OPENVINO_BACKENDS)
 ORT_PROVIDER = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                 "ort-tensorrt": "TensorrtExecutionProvider"}
 FORMAT_BACKENDS = {"checkpoint": ("torch-cpu", "torch-cuda"), "onnx": ("ort-cpu", "ort-cuda", "ort-tensorrt"),
-                   "engine": ("tensorrt",)}
+                   "engine": ("tensorrt",), "openvino": OPENVINO_BACKENDS}
 TORCH_MODES = ("eager", "compile")
 TORCH_DTYPES = ("fp32", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".th")
@@ -60,11 +63,15 @@ def model_format(path: Path) -> str:
         return "checkpoint"
     if path.suffix in ENGINE_SUFFIXES:
         return "engine"
+    if path.suffix in IR_SUFFIXES:
+        return "openvino"
     return "onnx"
 
 
 def backend_unavailable_reason(backend: str) -> str | None:
     """None when ``backend`` can run here, else why not (one line)."""
+    if backend in OPENVINO_BACKENDS:
+        return openvino_unavailable_reason(backend)
     if backend.startswith("ort-"):
         import onnxruntime as ort
 
@@ -129,7 +136,8 @@ def _length(x: Any) -> int:
 def file_size(path: Path) -> int:
     """Bytes on disk, external-data and sidecar files included."""
     total = path.stat().st_size
-    for extra in (path.with_name(path.name + ".data"), path.with_suffix(".onnx.data"), path.with_name(path.name + ".json")):
+    for extra in (path.with_name(path.name + ".data"), path.with_suffix(".onnx.data"), path.with_name(path.name + ".json"),
+                  *((path.with_suffix(".bin"),) if path.suffix in IR_SUFFIXES else ())):
         if extra.exists() and extra != path:
             total += extra.stat().st_size
     return total
@@ -161,12 +169,14 @@ def load_artifact_backend(label: str, path: Path, backend: str, threads: int | N
 
     fmt = model_format(path)
     providers = [ORT_PROVIDER[backend]] if backend in ORT_PROVIDER else None
+    if backend in OV_DEVICE:
+        providers = [OV_DEVICE[backend]]
     if backend == "ort-tensorrt":  # the TensorRT EP falls back to CUDA for unsupported nodes
         providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
     t0 = time.perf_counter()
     art = load_artifact(path, providers=providers, intra_op_threads=threads)
     load_s = time.perf_counter() - t0
-    if providers and art.providers and art.providers[0] != providers[0]:
+    if providers and art.providers and not art.providers[0].startswith(providers[0]):
         raise BackendFellBack(f"asked for {providers[0]} but onnxruntime runs {', '.join(art.providers)}")
     meta = art.meta
     info = {

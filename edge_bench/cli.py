@@ -2,10 +2,11 @@
 
 Commands
 --------
-``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``; ``LABEL=PATH`` names a row) and
+``run``       benchmark models: ``--model`` artifacts (``.onnx``, ``.engine``, OpenVINO ``.xml``; ``LABEL=PATH`` names a row) and
               ``--checkpoint`` training checkpoints (PyTorch eager and ``torch.compile``, best recorded DHO blend applied),
-              on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt; default all,
-              unavailable ones are listed as skipped with the reason) and ``--scenarios`` (single-stream, offline,
+              on ``--backends`` (torch-cpu, torch-cuda, ort-cpu, ort-cuda, ort-tensorrt, tensorrt, ov-cpu; default
+              all, unavailable ones are listed as skipped with the reason; ``auto``: all available ones, and the
+              fastest within 0.3 points of fp32 is named per model and precision) and ``--scenarios`` (single-stream, offline,
               server). ``--data DIR`` (``DIR/<class>/<image>``) or ``--split CKPT[:val|:test]`` (the split a
               checkpoint records) adds top-1 and mean per-class accuracy; ``--images DIR`` gives the real images
               used as inputs. Warm-up (``--warmup``), ``--count`` or ``--duration`` per scenario, and a hard
@@ -98,7 +99,7 @@ def _positive(value: float | int | None, name: str) -> None:
 def run_cmd(
     model: List[str] = typer.Option([], "--model", "-m", help="Artifact (.onnx/.engine), optionally LABEL=PATH. Repeatable."),
     checkpoint: List[str] = typer.Option([], "--checkpoint", "-c", help="Training checkpoint (PyTorch), optionally LABEL=PATH. Repeatable."),
-    backends: str = typer.Option("all", help="Comma-separated: torch-cpu,torch-cuda,ort-cpu,ort-cuda,ort-tensorrt,tensorrt or 'all'."),
+    backends: str = typer.Option("all", help="Comma-separated: torch-cpu,torch-cuda,ort-cpu,ort-cuda,ort-tensorrt,tensorrt,ov-cpu, 'all', or 'auto' (every backend available here, and per model and precision the fastest within 0.3 points of fp32 is named)."),
     scenarios: str = typer.Option("single-stream,offline", help="Comma-separated: single-stream, offline, server."),
     torch_modes: str = typer.Option("eager,compile", help="For checkpoints: eager, compile."),
     torch_dtypes: str = typer.Option("fp32", help="For checkpoints: fp32, bf16, fp16."),
@@ -142,8 +143,13 @@ def run_cmd(
         _positive(v, name)
     if warmup < 0:
         raise ConfigError("--warmup must be >= 0")
+    auto = backends.strip() == "auto"
+    if auto:
+        from .backends import backend_unavailable_reason
+
+        backends = ",".join(b for b in BACKENDS if backend_unavailable_reason(b) is None)
     cfg = BenchConfig(
-        models=models,
+        models=models, auto=auto,
         backends=parse_list(backends, BACKENDS, "backend"),
         scenarios=_scenarios(scenarios),
         torch_modes=parse_list(torch_modes, TORCH_MODES, "torch mode"),

@@ -12,40 +12,14 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from distill.isa import cpu_features, cpu_model, isa_record
+
 
 def _pkg(name: str) -> str | None:
     try:
         return version(name)
     except PackageNotFoundError:
         return None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-#: ISA features that decide CPU inference speed (int8 dot products above all); reported beside every number.
-ISA_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """The :data:`ISA_FLAGS` this CPU has (``/proc/cpuinfo``; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [flag for flag in ISA_FLAGS if flag in have]
-    except OSError:
-        pass
-    return []
 
 
 def _nvidia_smi() -> dict[str, Any]:
@@ -120,7 +94,9 @@ def capture_environment(*, threads: int | None = None, emulation: dict[str, Any]
         "python": sys.version.split()[0],
         "cpu": cpu_model(),
         "cpu_arch": platform.machine(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": list(cpu_features()),
+        # the ISA features that decide which int8/bf16 kernels run (AVX2, AVX-512, VNNI, AMX; NEON, dotprod, i8mm, SVE)
+        "cpu_isa": isa_record(),
         "cpu_logical_cores": os.cpu_count(),
         "cpu_physical_cores": physical,
         "cpu_affinity": affinity,
@@ -132,6 +108,7 @@ def capture_environment(*, threads: int | None = None, emulation: dict[str, Any]
         "onnxruntime": ort_version,
         "onnxruntime_providers": providers,
         "tensorrt": _tensorrt_version(),
+        "openvino": _pkg("openvino"),
         "numpy": _pkg("numpy"),
         "distill_toolchain": _pkg("distill-toolchain"),
         "threads": {

@@ -221,7 +221,7 @@ def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
     from export.quantize import INT8_CONFIGS
     from export.runtime import load_artifact
 
-    from .env import cpu_flags, cpu_model
+    from distill.isa import cpu_features, cpu_model, isa_class
 
     load_before = os.getloadavg()
     base = load_artifact(cfg.fp32, providers=["CPUExecutionProvider"])
@@ -230,7 +230,7 @@ def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
     calib_dir = cfg.calib or cfg.data
     cfiles, _, _ = per_class_files(calib_dir, cfg.calib_per_class, skip=cfg.calib_skip)
     random.Random(0).shuffle(cfiles)
-    log(f"cpu: {cpu_model()} x{os.cpu_count()} flags {' '.join(cpu_flags())}; load {load_before}")
+    log(f"cpu: {cpu_model()} x{os.cpu_count()} flags {' '.join(cpu_features())}; load {load_before}")
     log(f"accuracy: {len(files)} images from {cfg.data}; calibration: {len(cfiles)} images from {calib_dir}")
     cfg.out.mkdir(parents=True, exist_ok=True)
     variants = {n: cfg.out / f"{cfg.fp32.stem}.{n}.onnx" for n in cfg.configs}
@@ -247,7 +247,7 @@ def run_int8_bench(cfg: Int8Bench, log: Log = print) -> dict[str, Any]:
     import onnxruntime
 
     return {
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "onnxruntime": onnxruntime.__version__,
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": list(cpu_features()), "isa_class": isa_class(), "onnxruntime": onnxruntime.__version__,
         "load_before": list(load_before), "load_after": list(os.getloadavg()), "fp32": str(cfg.fp32),
         "settings": {"batches": list(cfg.batches), "threads": list(cfg.threads), "rounds": cfg.rounds,
                      "seconds": cfg.seconds, "spin": cfg.spin, "per_class": cfg.per_class,

@@ -15,6 +15,7 @@ from distill.errors import ConfigError
 from distill.io import atomic_write_json, atomic_write_text
 
 from ._version import SCHEMA_VERSION
+from .auto import winner_lines
 
 CSV_COLUMNS = [
     "model", "backend", "variant", "precision", "scenario", "batch_size", "status", "reason",
@@ -108,6 +109,9 @@ def header_lines(report: dict[str, Any]) -> list[str]:
         f"; GPU: {env.get('gpu') or 'none'}; torch {env.get('torch')}, onnxruntime {env.get('onnxruntime')}, "
         f"TensorRT {env.get('tensorrt') or 'not installed'}; intra-op threads: "
         f"{th.get('requested_intra_op') or 'library default'} (torch {th.get('torch_intra_op')})",
+        f"ISA: {(env.get('cpu_isa') or {}).get('class', 'unknown')} "
+        f"({', '.join((env.get('cpu_isa') or {}).get('features') or []) or 'features not recorded'}); "
+        f"OpenVINO {env.get('openvino') or 'not installed'}",
         f"Inputs: {report.get('inputs')}; load average at start {env.get('load_average')}, "
         f"end {env.get('load_average_end')}",
     ]
@@ -158,6 +162,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
         out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in summary]
         out += ["", "All measurements:"]
+    auto = winner_lines(report)
+    if auto:
+        out += ["", f"--backends auto ({report['auto']['rule']}):", ""] + [f"- {ln}" for ln in auto]
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for row in table_rows(report):
         out.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
@@ -195,6 +202,8 @@ def print_table(report: dict[str, Any], console: Any) -> None:
     console.print(t)
     for ln in header_lines(report):
         console.print(f"[dim]{ln}[/]", highlight=False)
+    for ln in winner_lines(report):
+        console.print(f"[bold green]{ln}[/]", highlight=False)
     for r in report["results"]:
         if r.get("status") in ("skipped", "error"):
             colour = "yellow" if r["status"] == "skipped" else "red"

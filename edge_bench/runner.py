@@ -54,6 +54,7 @@ class BenchConfig:
     server_bound_ms: float | None = None
     server_max_batch: int = 1
     seed: int = 0
+    auto: bool = False  # --backends auto: name the fastest backend within 0.3 points of fp32 per precision
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -162,7 +163,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None)
     if sampler:
         sampler.stop()
     env["load_average_end"] = load_average()
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "tool": "edge_bench",
         "tool_version": __version__,
@@ -176,6 +177,11 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None)
         "models": models,
         "results": rows,
     }
+    if cfg.auto:
+        from .auto import select_winners
+
+        report["auto"] = select_winners(report)
+    return report
 
 
 def _stratified(samples: list[tuple[Path, str]], limit: int) -> list[tuple[Path, str]]:

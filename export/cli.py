@@ -1,4 +1,4 @@
-"""``distill export`` / ``python -m export``: ``onnx`` (student or teacher), ``tensorrt`` and ``triton``.
+"""``distill export`` / ``python -m export``: ``onnx`` (student or teacher), ``tensorrt``, ``triton`` and ``openvino``.
 
 Heavy imports (torch, onnx tooling, TensorRT) happen inside the commands so ``--help`` stays fast and torch-free.
 """
@@ -170,6 +170,29 @@ def triton_cmd(
     console.print(f"wrote Triton model {res.model_dir.name} version {res.version}: {res.model} "
                   f"(sha256 {res.sha256[:12]}), {res.config}" + (f", {res.labels}" if res.labels else ""))
     typer.echo(str(res.model_dir))
+
+
+@app.command("openvino")
+def openvino_cmd(
+    onnx_path: Path = typer.Option(..., "--onnx", help="A verified fp32 artifact from 'distill export onnx'."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output IR model.xml (+ model.bin; variants go next to it: NAME.fp16.xml, NAME.int8.xml, NAME.bf16.xml). Default: the ONNX path with .xml."),
+    variants: Optional[List[str]] = typer.Option(None, "--variant", "-q", help="Extra variants: fp16 (fp16-compressed weights), int8, bf16 (compiled for bf16; its own label) (repeat or comma-separate). fp32 is always written."),
+    verify_dir: Optional[Path] = typer.Option(None, "--verify-dir", help="Real images (ImageFolder or flat folder) to verify on; default --calib-dir, else the folder the ONNX artifact was verified on."),
+    calib_dir: Optional[Path] = typer.Option(None, "--calib-dir", help="Real images for int8 calibration (default: the verification images)."),
+    max_verify_images: int = typer.Option(1000, "--max-verify-images", min=1, help="At most this many verification images."),
+    int8_source: Optional[str] = typer.Option(None, "--int8", help="qdq (our calibrated Q/DQ graph, the configuration measured best for this CPU's ISA) or nncf (NNCF post-training quantisation)."),
+    int8_config: Optional[str] = typer.Option(None, "--int8-config", help="With --int8 qdq: an export.quantize configuration name instead of the ISA's default."),
+    json_out: bool = typer.Option(False, "--json", help="Print the paths and the verification report as JSON on stdout."),
+) -> None:
+    """Convert a verified ONNX artifact to OpenVINO IR (fp32 pinned to f32; fp16, int8, bf16 variants), verified."""
+    from .openvino import export_openvino
+
+    result = export_openvino(onnx_path, output, variants=_split(variants), verify_dir=verify_dir, calib_dir=calib_dir,
+                             max_verify_images=max_verify_images, int8_source=int8_source, int8_config=int8_config,
+                             verbose=not json_out)
+    if json_out:
+        typer.echo(json.dumps({"paths": {k: str(v) for k, v in result.paths.items()}, "report": result.report},
+                              indent=2, default=str))
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ REQUIRED_PROPS = ("distill_format", "kind", "class_names", "preprocess", "input_
 Kind = Literal["student", "teacher", "two_head", "embedding"]
 InputKind = Literal["float", "uint8"]
 OutputKind = Literal["logits", "probs", "embedding"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "int8", "bf16"]  # bf16: OpenVINO IRs compiled for bf16 (CPUs with AMX/AVX-512 BF16)
 Blend = Literal["logit", "prob"]
 
 

@@ -260,7 +260,7 @@ def write_verified(model: Any, meta: ArtifactMetadata, paths: dict[str, Path], t
     """Verify the fp32 model (and build/verify variants) on temporary files; publish all files only if fp32 passes."""
     import onnx
 
-    from .quantize import INT8_VARIANTS, to_fp16, to_int8
+    from .quantize import to_fp16, to_int8, variant_config
     from .runtime import load_artifact
     from .verify import print_report, public_report, verify_fp32, verify_variant
 
@@ -284,8 +284,8 @@ def write_verified(model: Any, meta: ArtifactMetadata, paths: dict[str, Path], t
                 vmodel, vmeta = to_fp16(model), meta.model_copy(update={"precision": "fp16"})
             else:
                 inputs = calib if calib is not None else data.inputs(meta.input_kind, meta.preprocess)
-                vmodel = to_int8(model, inputs, meta.input_name, config=INT8_VARIANTS[q])
-                vmeta = meta.model_copy(update={"precision": "int8", "quantization": INT8_VARIANTS[q]})
+                vmodel = to_int8(model, inputs, meta.input_name, config=variant_config(q))
+                vmeta = meta.model_copy(update={"precision": "int8", "quantization": variant_config(q)})
             onnx.save(write_metadata(vmodel, vmeta), tmp[q])
             vart = load_artifact(tmp[q], providers=cpu, labels=labels)
             report["variants"][q] = verify_variant(vart, fp32_probs, data) | {"file": paths[q].name}

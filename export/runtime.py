@@ -321,6 +321,7 @@ def load_engine(p: Path, options: LoadOptions) -> Artifact:
 
 register_loader(".onnx", load_onnx)
 register_loader(ENGINE_SUFFIXES, load_engine)
+register_loader(".xml", "export.runtime_openvino:load_ir")  # OpenVINO IR (model.xml + model.bin)
 
 
 __all__ = ["ENGINE_SUFFIXES", "Artifact", "ArtifactLoader", "ArtifactMetadata", "LoadOptions", "Prediction", "blend_probs",

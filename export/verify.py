@@ -187,18 +187,25 @@ def verify_fp32(art: Artifact, torch_module: Any, data: VerifyData, *,
                                "top1_agreement": _agree(onnx_probs, ref_probs)}
     if extra:
         report.update(extra)
-    problems = []
-    if not fp32["max_abs_diff"] <= tol:
-        problems.append(f"max abs diff {fp32['max_abs_diff']:.3g} > {tol:g}")
-    if fp32["top1_agreement_torch"] < MIN_AGREEMENT:
-        problems.append(f"top-1 agreement with PyTorch {fp32['top1_agreement_torch']:.2%} < 100%")
-    for n in (1, 7):
-        if not dyn[f"batch{n}_max_abs_diff"] <= tol or dyn[f"batch{n}_rows"] != min(n, len(data)):
-            problems.append(f"batch {n} run differs (dynamic batch broken)")
+    problems = parity_problems(fp32["max_abs_diff"], fp32["top1_agreement_torch"], "PyTorch", dyn, tol, len(data))
     report["passed"] = not problems
     report["problems"] = problems
     report["_probs"] = onnx_probs  # for variants; stripped before the report is stored
     return report
+
+
+def parity_problems(max_abs_diff: float, agreement: float, against: str, dyn: dict[str, Any], tol: float,
+                    n_images: int) -> list[str]:
+    """The fp32 gate (one rule for every format): max abs diff, 100% top-1 agreement, batch 1 and 7 rows match."""
+    problems = []
+    if not max_abs_diff <= tol:
+        problems.append(f"max abs diff {max_abs_diff:.3g} > {tol:g}")
+    if agreement < MIN_AGREEMENT:
+        problems.append(f"top-1 agreement with {against} {agreement:.2%} < 100%")
+    for n in (1, 7):
+        if not dyn[f"batch{n}_max_abs_diff"] <= tol or dyn[f"batch{n}_rows"] != min(n, n_images):
+            problems.append(f"batch {n} run differs (dynamic batch broken)")
+    return problems
 
 
 def verify_variant(art: Artifact, fp32_probs: np.ndarray, data: VerifyData) -> dict[str, Any]:

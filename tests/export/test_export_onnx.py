@@ -10,6 +10,7 @@ import onnx
 from distill.io import sha256_file
 from export import export_onnx
 from export.metadata import ArtifactMetadata, read_metadata, write_metadata
+from export.quantize import default_int8_config
 from export.runtime import load_artifact
 
 
@@ -134,7 +135,8 @@ def test_fp16_and_int8_variants_with_report(tiny_checkpoint: Path, tmp_path: Pat
     for q in ("fp16", "int8", "int8-trt"):
         art = load_artifact(res.paths[q])
         assert art.meta.precision == q.split("-")[0]
-        assert art.meta.quantization == {"fp16": None, "int8": "cpu", "int8-trt": "tensorrt"}[q]
+        # int8 follows this CPU's ISA (export.quantize.ISA_INT8_DEFAULTS), int8-trt never does
+        assert art.meta.quantization == {"fp16": None, "int8": default_int8_config(), "int8-trt": "tensorrt"}[q]
         assert art.meta.verification["variants"][q]["top1_agreement_fp32"] == variants[q]["top1_agreement_fp32"]
         assert art.meta.input_kind == "float"
         assert variants[q]["accuracy"] is not None and variants[q]["dynamic_batch_ok"]
