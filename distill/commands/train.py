@@ -131,7 +131,8 @@ def train_command(
 
 
 def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
+    """A percentage, or '-' when there is nothing to measure (no teacher, an empty test split: never 'nan')."""
+    return "-" if v is None or v != v else f"{100 * v:.2f}"
 
 
 def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:

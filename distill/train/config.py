@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(None, description="Not needed by --method ce (a supervised run).")
     student: StudentConfig = Field(default_factory=StudentConfig)
     method: Method = "dho"
     vl: VLConfig = Field(default_factory=VLConfig, description="Open-vocabulary distillation (--method vl-distill).")
@@ -110,6 +110,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        if self.teacher is None and self.method != "ce":
+            raise ValueError(f"method {self.method} needs a teacher: --teacher NAME --teacher-weights FILE "
+                             "(or --teacher-store DIR); only --method ce trains without one")
         if self.teacher_store is not None and self.method == "vl-distill":
             raise ValueError("teacher_store holds logits for dho/kd/ce+kd; vl-distill uses the teacher's embedding cache")
         if self.data.unlabeled_shards is not None and self.teacher_store is None:

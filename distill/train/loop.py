@@ -90,12 +90,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         from ..scale.teacher_store import StoreTeacher
 
         teacher: Any = StoreTeacher(cfg.teacher_store, splits.class_names)
+    elif cfg.teacher is None:  # supervised only (--method ce without a teacher): nothing to distill or compare
+        teacher = None
     else:
         teacher = create_teacher(cfg.teacher, splits.class_names)
-    teacher_desc = teacher.describe()
+    teacher_desc = teacher.describe() if teacher is not None else None
     cache_infos: list[Any] = []
 
-    def teacher_logits(samples: list[Any]) -> torch.Tensor:
+    def teacher_logits(samples: list[Any]) -> torch.Tensor | None:
+        if teacher is None:
+            return None
         if not samples:
             return torch.zeros(0, num_classes)
         if cfg.teacher_store:
@@ -128,7 +132,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ctx.release_others()
     y_val = torch.tensor([s.label for s in splits.val])
     y_test = torch.tensor([s.label for s in splits.test])
-    teacher_val_acc, teacher_test_acc = accuracy(t_val, y_val), accuracy(t_test, y_test)
+    teacher_val_acc = accuracy(t_val, y_val) if t_val is not None and len(y_val) else None
+    teacher_test_acc = accuracy(t_test, y_test) if t_test is not None and len(y_test) else None
     del teacher  # training never runs the teacher: its outputs are all in memory now
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -357,7 +362,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         "test": final["best"]["test"],
         "blend": final["best"].get("blend"),
         "last": {k: final["last"][k] for k in ("val", "test")} | {"step": last_ckpt["step"]},
-        "teacher": {"val_acc": teacher_val_acc, "test_acc": teacher_test_acc, **teacher_desc},
+        "teacher": {"val_acc": teacher_val_acc, "test_acc": teacher_test_acc, **(teacher_desc or {})},
         "vl": None if task is None else {"teacher": task.teacher_metrics, "split": task.data.describe(),
                                          "weights": cfg.vl.loss_weights(), "tau": cfg.vl.tau},
         "teacher_cache": {
