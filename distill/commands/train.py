@@ -91,7 +91,7 @@ def train_command(
     teacher_store: Optional[Path] = typer.Option(None, "--teacher-store",
                                                  help="Teacher logits from `distill cache-teacher` (memory-mapped)."),
     student: Optional[str] = typer.Option(None, "--student", help="Student arch: cifar_resnet20, resnet18, ..."),
-    student_weights: Optional[Path] = typer.Option(None, "--student-weights", help="Backbone init weights file."),
+    student_weights: Optional[str] = typer.Option(None, "--student-weights", help="Backbone init: a local file, a timm pretrained name or hf-hub: id (from the local cache)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Student input size."),
     method: Optional[str] = typer.Option(None, "--method", help="dho (default), ce, kd, ce+kd or vl-distill (open-vocabulary embedding student)."),
     unseen_classes: Optional[str] = typer.Option(None, "--unseen-classes", help="vl-distill: classes held out of training, comma-separated (default: a seeded half, vl.unseen_fraction)."),

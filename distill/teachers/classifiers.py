@@ -5,8 +5,8 @@ preprocessing, so it runs exactly as it was trained and evaluated)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 import zipfile
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -110,24 +110,9 @@ def is_distill_checkpoint(path: str | Path) -> bool:
 
 def timm_preprocess(model: torch.nn.Module) -> PreprocessSpec:
     """timm's resolved data config (input size, crop_pct, interpolation, mean/std) as our PreprocessSpec."""
-    import math
+    from ..models.timm_backbone import timm_preprocess as resolve
 
-    from timm.data import resolve_data_config
-
-    dc = resolve_data_config(model=model)
-    _, h, w = dc["input_size"]
-    if h != w:
-        raise ModelError(f"non-square input size {h}x{w} is not supported")
-    crop_pct = float(dc.get("crop_pct") or 1.0)
-    mode = "squash" if dc.get("crop_mode") == "squash" else "shortest"
-    interp = dc.get("interpolation", "bilinear")
-    if interp not in ("nearest", "bilinear", "bicubic", "lanczos"):
-        interp = "bilinear"
-    mean, std = tuple(dc["mean"]), tuple(dc["std"])
-    if len(mean) != 3 or len(std) != 3:
-        raise ModelError("only 3-channel (RGB) timm models can be teachers")
-    return PreprocessSpec(size=int(h), resize_size=max(int(h), math.floor(h / crop_pct)), resize_mode=mode,
-                          interpolation=interp, mean=mean, std=std)  # type: ignore[arg-type]
+    return resolve(model=model)
 
 
 class TimmTeacher(Teacher):

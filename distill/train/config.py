@@ -25,16 +25,27 @@ class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arch: str = Field("cifar_resnet20", description="cifar_resnet{8,14,20,32,44,56,110} or any timm model name.")
-    weights: Path | None = Field(None, description="Local file to initialise the backbone (heads start fresh).")
-    size: int = Field(32, gt=0, description="Square input side.")
-    crop_pct: float = Field(1.0, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
-    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    weights: str | None = Field(None, description="Initialise the backbone (heads start fresh): a local file, a timm "
+                                                  "pretrained name (mobilenetv3_small_100.lamb_in1k) or an hf-hub: id, "
+                                                  "found in timm's local cache (never downloaded).")
+    size: int | None = Field(None, gt=0, description="Square input side; default: the model's own (timm pretrained "
+                                                     "config; 32 for CIFAR ResNets).")
+    crop_pct: float | None = Field(None, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def preprocess_spec(self) -> PreprocessSpec:
-        return PreprocessSpec.for_size(self.size, self.crop_pct, interpolation=self.interpolation,
-                                       mean=self.mean, std=self.std)
+        """Unset fields come from the architecture's own data config (``default_student_preprocess``)."""
+        from ..models import default_student_preprocess
+
+        base = default_student_preprocess(self.arch)
+        if all(v is None for v in (self.size, self.crop_pct, self.interpolation, self.mean, self.std)):
+            return base
+        crop = self.crop_pct if self.crop_pct is not None else base.size / base.resize_size
+        return PreprocessSpec.for_size(self.size or base.size, crop, resize_mode=base.resize_mode,
+                                       interpolation=self.interpolation or base.interpolation,
+                                       mean=self.mean or base.mean, std=self.std or base.std)
 
 
 class TrainConfig(BaseModel):
