@@ -27,12 +27,12 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def verify_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A labeled ImageFolder of 9 small RGB images (export verifies parity on real decoded files)."""
+    """A labeled ImageFolder of 6 small RGB images (export verifies parity on real decoded files)."""
     root = tmp_path_factory.mktemp("verify")
     rng = np.random.default_rng(0)
     for c in CLASSES:
         (root / c).mkdir()
-        for i in range(3):
+        for i in range(2):
             Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
     return root
 
@@ -66,9 +66,11 @@ def test_edge_student_trains_folds_exports_with_parity(arch: str, verify_dir: Pa
                                                                                  "val_acc": 0.4}},
         "teacher": None, "data": {}, "config": {}, "epoch": 0, "step": 2,
     })
-    result = export_onnx(ckpt, tmp_path / "student.onnx", fold_heads=True, verify_dir=verify_dir, verbose=False)
+    # opset 17 = the TorchScript exporter: the same fold + parity gate at a seventh of the dynamo exporter's CPU time
+    result = export_onnx(ckpt, tmp_path / "student.onnx", fold_heads=True, verify_dir=verify_dir, opset=17,
+                         verbose=False)
     assert result.report["passed"], (arch, result.report["problems"])
-    assert result.metadata.model_name == arch and result.report["images"] == 9
+    assert result.metadata.model_name == arch and result.report["images"] == 6
 
 
 def test_timm_student_default_preprocessing_comes_from_timm() -> None:
