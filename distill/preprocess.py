@@ -8,6 +8,7 @@ skew (resize mode, crop, RGB/BGR, mean/std) cannot creep in.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Literal, Sequence, Union
 
@@ -87,7 +88,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         try:
             img = Image.open(fp)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise ImageDecodeError(f"not a decodable image: {e}") from e
+            raise ImageDecodeError(f"not a decodable image: {_plain(e, source)}") from e
         except Image.DecompressionBombError as e:  # pragma: no cover - PIL raises only above 2x its limit
             raise ImageTooLargeError(str(e)) from e
     w, h = img.size
@@ -98,7 +99,21 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"corrupt image data: {e}") from e
+        raise ImageDecodeError(f"corrupt image data: {_plain(e, source)}") from e
+
+
+_FILE_REPR = re.compile(r"<_io\.\w+ (?:object at 0x[0-9a-fA-F]+|name=[^>]*)>")
+
+
+def _plain(error: Exception, source: object) -> str:
+    """PIL's message with its ``<_io.BytesIO object at 0x...>`` replaced by what the user gave us."""
+    if isinstance(source, (bytes, bytearray)):
+        what = f"({len(source)} bytes)"
+    elif isinstance(source, (str, Path)):
+        what = str(source)
+    else:
+        what = "the image"
+    return _FILE_REPR.sub(what, str(error))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -39,11 +39,13 @@ class RunRow:
 
 
 def _scores(split: dict[str, Any], method: str) -> dict[str, float]:
-    if method == "dho":
+    if method == "dho" and "acc_ce" in split:
         return {"h_ce": split["acc_ce"], "h_kd": split["acc_kd"], "blend_prob": split["acc_blend_prob"],
                 "blend_logit": split["acc_blend_logit"], "final": split["acc_blend_prob"]}
     # single-head baselines: one number, whatever the head is called
-    value = next(v for k, v in split.items() if k.startswith("acc") and v is not None)
+    value = next((v for k, v in split.items() if k.startswith("acc") and v is not None), None)
+    if value is None:
+        raise ConfigError("no accuracy recorded")
     return {"final": value}
 
 
@@ -57,12 +59,18 @@ def load_run(run_dir: Path) -> RunRow:
         raise ConfigError(f"{summary_path} is not valid JSON: {e}") from None
     cfg_seed = _read_seed(run_dir)
     teacher = s.get("teacher") or {}
+    try:
+        val_scores = _scores(s.get("val") or {}, s["method"])
+    except ConfigError:
+        raise ConfigError(f"{summary_path} records no validation accuracy") from None
+    # a run without a test split (data.test_fraction=0) is reported on val, and the table says so
+    on_test = bool(s.get("test"))
     return RunRow(
         path=run_dir, method=s["method"], seed=cfg_seed, labeled=s["data"]["labeled"], steps=s["steps"],
-        arch=s["student"]["arch"], scores=_scores(s["test"], s["method"]), val_scores=_scores(s["val"], s["method"]),
-        teacher_val=teacher.get("val_acc"), teacher_test=teacher.get("test_acc"),
+        arch=s["student"]["arch"], scores=_scores(s["test"], s["method"]) if on_test else dict(val_scores),
+        val_scores=val_scores, teacher_val=teacher.get("val_acc"), teacher_test=teacher.get("test_acc"),
         grad_conflict_mean=s.get("grad_conflict_mean"), s_per_step=s.get("s_per_step"),
-        extra={"completed": s.get("completed", True), "blend": s.get("blend")},
+        extra={"completed": s.get("completed", True), "blend": s.get("blend"), "scored_on": "test" if on_test else "val"},
     )
 
 
@@ -100,18 +108,23 @@ def markdown_table(rows: list[RunRow]) -> str:
     for (_, _, labeled, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], _METHOD_RANK.get(kv[0][3], 99))):
         rs.sort(key=lambda r: r.seed)
         finals = [r.scores["final"] for r in rs]
+        on_val = [r for r in rs if r.extra.get("scored_on") == "val"]
+        # no test split: say so instead of crashing or passing val accuracy off as test
+        label = f"{method} (val: {len(on_val)} run(s) without a test split)" if on_val else method
         heads = ""
-        if method == "dho":
+        if method == "dho" and "h_ce" in rs[0].scores:
             heads = " / ".join(_fmt([r.scores[k] for r in rs]) for k in ("h_ce", "h_kd", "blend_logit"))
         gc = [r.grad_conflict_mean for r in rs if r.grad_conflict_mean is not None]
-        lines.append(f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+        lines.append(f"| {labeled} | {label} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
                      f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | {statistics.mean(gc):.3f} |"
                      if gc else
-                     f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+                     f"| {labeled} | {label} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
                      f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | |")
-    teachers = {(r.teacher_val, r.teacher_test) for r in rows if r.teacher_test is not None}
-    for tv, tt in sorted(teachers):
-        lines.append(f"| - | teacher | - | {100 * tt:.2f} | (val {100 * tv:.2f}) | | |")
+    teachers = {(r.teacher_val, r.teacher_test) for r in rows if r.teacher_val is not None or r.teacher_test is not None}
+    for tv, tt in sorted(teachers, key=lambda t: (t[1] or -1.0, t[0] or -1.0)):
+        test = f"{100 * tt:.2f}" if tt is not None and tt == tt else "-"
+        val = f"(val {100 * tv:.2f})" if tv is not None and tv == tv else ""
+        lines.append(f"| - | teacher | - | {test} | {val} | | |")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        ok = self.path == "/classify" and b'name="file"' in body or b'name="files"' in body
+        ok = self.path in ("/classify", "/v1/classify") and (b'name="file"' in body or b'name="files"' in body)
         _Handler.seen.append(body[:200])
         payload = json.dumps({"predictions": [{"label": "cat", "score": 0.9}]}).encode()
         self.send_response(200 if ok else 422)
