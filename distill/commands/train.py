@@ -27,7 +27,7 @@ _OPTION_KEYS = {
     "method": "method", "epochs": "epochs", "steps": "steps", "max_steps": "max_steps", "lr": "lr", "seed": "seed",
     "device": "device", "amp": "amp", "out": "out_dir", "grad_conflict_every": "grad_conflict_every",
     "eval_every": "eval_every", "threads": "threads", "unseen_classes": "vl.unseen_classes",
-    "teacher_store": "teacher_store",
+    "teacher_store": "teacher_store", "mlflow_uri": "mlflow_uri",
 }
 
 
@@ -109,6 +109,8 @@ def train_command(
                                                       help="Log the CE/KD backbone-gradient cosine every N steps."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (0: every epoch)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy machine)."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="Also log params, metrics and the run's "
+                                                                       "files to an MLflow run (file:./mlruns works offline)."),
     no_teacher_cache: bool = typer.Option(False, "--no-teacher-cache", help="Do not read/write the teacher cache."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout when done."),

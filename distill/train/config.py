@@ -97,6 +97,10 @@ class TrainConfig(BaseModel):
     grad_conflict_every: int = Field(0, ge=0, description="Log the CE/KD backbone-gradient cosine every N steps.")
     plots: bool = True
     progress: bool = True
+    tensorboard: bool = Field(True, description="Write TensorBoard event files to <out>/tensorboard.")
+    mlflow_uri: str | None = Field(None, description="Also log to an MLflow run at this tracking URI "
+                                                     "(file:./mlruns works offline).")
+    mlflow_experiment: str = "distill"
 
     # runtime
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")

@@ -33,6 +33,7 @@ from ..losses import LossTerms, method_loss
 from .config import TrainConfig
 from .evaluate import EvalSet, head_logits, head_metrics
 from .report import MetricsLog, write_plots
+from .tracking import Tracker, create_tracker, final_metrics, flat_hparams
 from ._runtime import (forward_flops, hardware_info, peak_tflops, pick_device, pick_precision, rng_state,
                        seed_everything, set_rng_state)
 from ..scale.distributed import NullLog, RankSliceSampler, init_distributed
@@ -45,7 +46,8 @@ SELECT_METRIC = {"dho": "acc_blend05", "ce": "acc_ce", "kd": "acc_kd", "ce+kd": 
 
 #: Config keys that may differ between a run and its resumption (everything else must match).
 _RESUME_FREE = {"max_steps", "progress", "plots", "device", "threads", "out_dir", "eval_batch_size",
-                "teacher_batch_size", "teacher_cache", "amp", "teacher_store"}
+                "teacher_batch_size", "teacher_cache", "amp", "teacher_store", "tensorboard", "mlflow_uri",
+                "mlflow_experiment"}
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -172,7 +174,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     eval_every = cfg.eval_every or steps_per_epoch
     ckpt_every = cfg.checkpoint_every or steps_per_epoch
 
-    metrics = MetricsLog(out / "metrics.jsonl") if ctx.is_main else NullLog(out / f".no-metrics-rank{ctx.rank}")
+    tracker = create_tracker(cfg, out) if ctx.is_main else Tracker()  # TensorBoard (+ MLflow with --mlflow-uri)
+    metrics = (MetricsLog(out / "metrics.jsonl", on_write=tracker.log_row) if ctx.is_main
+               else NullLog(out / f".no-metrics-rank{ctx.rank}"))
     start_step, best_val, best_step, train_time, images_seen = 0, -1.0, -1, 0.0, 0
     if resume_ckpt is not None:
         student.load_state_dict(resume_ckpt["model"])
@@ -388,6 +392,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     atomic_write_json(out / "summary.json", summary)
     if cfg.plots:
         write_plots(metrics.read(), out, title=f"({cfg.method}, {cfg.student.arch})")
+    tracker.log_final(flat_hparams(cfg.model_dump(mode="json")), final_metrics(summary))
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "split.json", "best.pt", "loss.png", "accuracy.png"):
+        tracker.log_artifact(out / name)
+    tracker.close()
     ctx.close()
     return summary
 
