@@ -93,3 +93,26 @@ def test_bad_mlflow_uri_is_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="cannot open MLflow tracking URI"):
         create_tracker(SimpleNamespace(tensorboard=False, mlflow_uri="nosuchscheme://x"), tmp_path)
+
+
+def test_distill_export_logs_the_verified_onnx_to_the_same_run(tracked_run: tuple[Path, str], tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    run, uri = tracked_run
+    onnx = tmp_path / "exported.onnx"
+    res = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(run / "best.pt"), "-o", str(onnx),
+                                   "--fold-heads", "--opset", "17", "--mlflow"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((run / "mlflow.json").read_text())
+    assert "export/exported.onnx" in {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(rec["run_id"], "export")}
+    import shutil
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run / "best.pt", lone / "best.pt")
+    res = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(lone / "best.pt"), "-o",
+                                   str(lone / "m.onnx"), "--fold-heads", "--opset", "17", "--mlflow"])
+    assert res.exit_code == 2 and "has no mlflow.json" in res.output
