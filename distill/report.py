@@ -11,7 +11,7 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
 
@@ -202,3 +202,58 @@ def plot_grad_conflict(rows: list[RunRow], out_png: Path, smooth: int = 5) -> Pa
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return out_png
+
+
+# -------------------------------------------------------------------- per-class accuracy and confusion matrix
+
+
+def confusion_matrix(pred: Sequence[int], labels: Sequence[int], num_classes: int) -> list[list[int]]:
+    """``m[true][predicted]`` counts."""
+    m = [[0] * num_classes for _ in range(num_classes)]
+    for p, t in zip(pred, labels):
+        m[int(t)][int(p)] += 1
+    return m
+
+
+def per_class_accuracy(matrix: list[list[int]], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per true class: images, correct, accuracy (None for a class with no images) and its most common mistake."""
+    out = []
+    for i, row in enumerate(matrix):
+        n = sum(row)
+        wrong = [(c, j) for j, c in enumerate(row) if j != i and c]
+        top = max(wrong) if wrong else None
+        out.append({"class": class_names[i], "images": n, "correct": row[i], "accuracy": row[i] / n if n else None,
+                    "most_confused_with": class_names[top[1]] if top else None})
+    return out
+
+
+def write_confusion_png(matrix: list[list[int]], class_names: Sequence[str], out_png: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (true classes down, predictions across) with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    n = len(class_names)
+    rates = [[c / max(1, sum(row)) for c in row] for row in matrix]
+    side = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i][j]:
+                    ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=6,
+                            color="white" if rates[i][j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(out_png)

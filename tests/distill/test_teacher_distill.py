@@ -70,7 +70,15 @@ def test_distill_checkpoint_teacher_matches_distill_eval_exactly(
     assert resolve_kind(TeacherConfig(weights=str(best))) == "distill"  # auto recognises it
     code, out, _ = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--json"], capsys)
     assert code == 0
-    eval_acc = next(r["accuracy"] for r in json.loads(out)["results"] if r["model"] == "h_ce")
+    report = json.loads(out)
+    eval_acc = next(r["accuracy"] for r in report["results"] if r["model"] == "h_ce")
+    pc = report["per_class"]  # per-class accuracy and the confusion matrix of the deployed head
+    assert pc["model"] == "h_ce" and [c["class"] for c in pc["classes"]] == CIFAR
+    assert sum(c["correct"] for c in pc["classes"]) / sum(c["images"] for c in pc["classes"]) == pytest.approx(eval_acc)
+    assert sum(map(sum, pc["confusion"])) == report["images"]
+    png = tmp_path / "confusion.png"
+    code, _, err = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--confusion-png", str(png)], capsys)
+    assert code == 0 and png.stat().st_size > 0 and "per class (h_ce)" in err
 
     run = tmp_path / "dho"
     code, _, err = run_cli(["train", *data_args, "--method", "dho", "--steps", "2", "--teacher-kind", "distill",
