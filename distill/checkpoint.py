@@ -55,14 +55,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zips, pickles with code, random bytes all land here
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a distill checkpoint ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path} {_why_unreadable(path, e)}; expected best.pt or last.pt "
+                              "written by `distill train`") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CheckpointError(f"{path} is not a distill student checkpoint (missing {', '.join(missing)})")
     if ckpt["format"] > CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} has checkpoint format {ckpt['format']}; this tool reads up to {CHECKPOINT_FORMAT}")
     return ckpt
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What is wrong with a file torch.load refused, in words (torch's own messages are cryptic: '(101)')."""
+    import zipfile
+
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            return f"is truncated or damaged ({size} bytes; the zip archive torch.save writes is incomplete: an " \
+                   "interrupted copy or download?)"
+        if "weights only" in str(error).lower():
+            return "holds Python objects besides tensors (a pickled model or another tool's file), which are not " \
+                   "loaded for safety"
+        return "is a damaged PyTorch archive"
+    if head[:1] == b"\x80":
+        return "is a plain pickle, not a torch.save archive"
+    return f"is not a PyTorch checkpoint (it starts with {head!r}, not a torch.save archive)"
 
 
 def student_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> tuple[Student, dict[str, Any]]:

@@ -16,13 +16,19 @@ from .cli_base import DistillTyper, fail
 app = DistillTyper(help="Distill a large teacher into a small student (DHO), export, serve and benchmark it.")
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    """An eager option callback: runs while parsing, before the group asks for a command."""
+    if value:
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version, expose_value=True),
+) -> None:
+    """Distill a large teacher into a small student (DHO), export, serve and benchmark it."""
 
 
 def _missing_plugin(name: str, error: Exception) -> typer.Typer:

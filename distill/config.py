@@ -23,7 +23,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
     return data
@@ -68,9 +71,59 @@ def load_config(
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"invalid config value for {loc}: {first['msg']}") from None
+        raise ConfigError(describe_validation_error(e, path, overrides)) from None
+
+
+#: At most this many bad fields are listed in one message.
+MAX_REPORTED_ERRORS = 5
+
+
+def describe_validation_error(error: ValidationError, path: str | Path | None = None,
+                              overrides: Mapping[str, Any] | None = None) -> str:
+    """Every bad field (up to :data:`MAX_REPORTED_ERRORS`), each with where it came from: ``--set`` or the YAML
+    file's line number."""
+    lines = _yaml_lines(path) if path else {}
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    parts = []
+    errors = error.errors()
+    for err in errors[:MAX_REPORTED_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        where = ""
+        if loc in given:
+            where = " (from --set/option)"
+        else:
+            line = next((lines[k] for k in _prefixes(loc) if k in lines), None)
+            if line is not None:
+                where = f" ({Path(path).name} line {line})"  # type: ignore[arg-type]
+        parts.append(f"{loc}{where}: {err['msg']}")
+    more = f"; and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+    noun = "value" if len(errors) == 1 else f"values ({len(errors)})"
+    return f"invalid config {noun}: {'; '.join(parts)}{more}"
+
+
+def _prefixes(loc: str) -> list[str]:
+    """``a.b.c`` -> ``[a.b.c, a.b, a]``: the deepest key the file has (a missing field is reported at its parent)."""
+    parts = loc.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+def _yaml_lines(path: str | Path) -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in a YAML file (nested mappings only; {} on any problem)."""
+    try:
+        root = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    out: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = f"{prefix}{key.value}"
+                out[name] = key.start_mark.line + 1
+                walk(value, name + ".")
+
+    walk(root, "")
+    return out
 
 
 def dump_config(cfg: BaseModel, path: str | Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Literal, Sequence, Union
 
@@ -99,7 +100,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
     :class:`ImageTooLargeError`, never a bare PIL exception.
     """
     if isinstance(source, Image.Image):
-        return _finish(source, max_pixels)
+        return _finish(source, max_pixels, source)
     try:
         fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
     except OSError as e:
@@ -108,7 +109,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         try:
             img = Image.open(fp)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise ImageDecodeError(f"not a decodable image: {e}") from e
+            raise ImageDecodeError(f"not a decodable image: {_plain(e, source)}") from e
         except Image.DecompressionBombError as e:  # a header claiming over 2x PIL's own limit
             raise ImageTooLargeError(str(e)) from e
         _check_pixels(img, max_pixels)
@@ -117,8 +118,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *,
         try:
             img.load()
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ImageDecodeError(f"corrupt image data: {e}") from e
-    return _finish(img, max_pixels)
+            raise ImageDecodeError(f"corrupt image data: {_plain(e, source)}") from e
+    return _finish(img, max_pixels, source)
 
 
 def _check_pixels(img: Image.Image, max_pixels: int) -> None:
@@ -139,14 +140,28 @@ def _draft(img: Image.Image, min_side: int) -> None:
     img.draft(None, (math.ceil(w * min_side / short), math.ceil(h * min_side / short)))
 
 
-def _finish(img: Image.Image, max_pixels: int) -> Image.Image:
+def _finish(img: Image.Image, max_pixels: int, source: object = None) -> Image.Image:
     _check_pixels(img, max_pixels)
     try:
         img.load()
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageDecodeError(f"corrupt image data: {e}") from e
+        raise ImageDecodeError(f"corrupt image data: {_plain(e, source)}") from e
+
+
+_FILE_REPR = re.compile(r"<_io\.\w+ (?:object at 0x[0-9a-fA-F]+|name=[^>]*)>")
+
+
+def _plain(error: Exception, source: object) -> str:
+    """PIL's message with its ``<_io.BytesIO object at 0x...>`` replaced by what the user gave us."""
+    if isinstance(source, (bytes, bytearray)):
+        what = f"({len(source)} bytes)"
+    elif isinstance(source, (str, Path)):
+        what = str(source)
+    else:
+        what = "the image"
+    return _FILE_REPR.sub(what, str(error))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

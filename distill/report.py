@@ -11,7 +11,7 @@ import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
 
@@ -39,11 +39,13 @@ class RunRow:
 
 
 def _scores(split: dict[str, Any], method: str) -> dict[str, float]:
-    if method == "dho":
+    if method == "dho" and "acc_ce" in split:
         return {"h_ce": split["acc_ce"], "h_kd": split["acc_kd"], "blend_prob": split["acc_blend_prob"],
                 "blend_logit": split["acc_blend_logit"], "final": split["acc_blend_prob"]}
     # single-head baselines: one number, whatever the head is called
-    value = next(v for k, v in split.items() if k.startswith("acc") and v is not None)
+    value = next((v for k, v in split.items() if k.startswith("acc") and v is not None), None)
+    if value is None:
+        raise ConfigError("no accuracy recorded")
     return {"final": value}
 
 
@@ -57,12 +59,18 @@ def load_run(run_dir: Path) -> RunRow:
         raise ConfigError(f"{summary_path} is not valid JSON: {e}") from None
     cfg_seed = _read_seed(run_dir)
     teacher = s.get("teacher") or {}
+    try:
+        val_scores = _scores(s.get("val") or {}, s["method"])
+    except ConfigError:
+        raise ConfigError(f"{summary_path} records no validation accuracy") from None
+    # a run without a test split (data.test_fraction=0) is reported on val, and the table says so
+    on_test = bool(s.get("test"))
     return RunRow(
         path=run_dir, method=s["method"], seed=cfg_seed, labeled=s["data"]["labeled"], steps=s["steps"],
-        arch=s["student"]["arch"], scores=_scores(s["test"], s["method"]), val_scores=_scores(s["val"], s["method"]),
-        teacher_val=teacher.get("val_acc"), teacher_test=teacher.get("test_acc"),
+        arch=s["student"]["arch"], scores=_scores(s["test"], s["method"]) if on_test else dict(val_scores),
+        val_scores=val_scores, teacher_val=teacher.get("val_acc"), teacher_test=teacher.get("test_acc"),
         grad_conflict_mean=s.get("grad_conflict_mean"), s_per_step=s.get("s_per_step"),
-        extra={"completed": s.get("completed", True), "blend": s.get("blend")},
+        extra={"completed": s.get("completed", True), "blend": s.get("blend"), "scored_on": "test" if on_test else "val"},
     )
 
 
@@ -100,18 +108,23 @@ def markdown_table(rows: list[RunRow]) -> str:
     for (_, _, labeled, method), rs in sorted(groups.items(), key=lambda kv: (kv[0][:3], _METHOD_RANK.get(kv[0][3], 99))):
         rs.sort(key=lambda r: r.seed)
         finals = [r.scores["final"] for r in rs]
+        on_val = [r for r in rs if r.extra.get("scored_on") == "val"]
+        # no test split: say so instead of crashing or passing val accuracy off as test
+        label = f"{method} (val: {len(on_val)} run(s) without a test split)" if on_val else method
         heads = ""
-        if method == "dho":
+        if method == "dho" and "h_ce" in rs[0].scores:
             heads = " / ".join(_fmt([r.scores[k] for r in rs]) for k in ("h_ce", "h_kd", "blend_logit"))
         gc = [r.grad_conflict_mean for r in rs if r.grad_conflict_mean is not None]
-        lines.append(f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+        lines.append(f"| {labeled} | {label} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
                      f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | {statistics.mean(gc):.3f} |"
                      if gc else
-                     f"| {labeled} | {method} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
+                     f"| {labeled} | {label} | {','.join(str(r.seed) for r in rs)} | {_fmt(finals)} | "
                      f"{', '.join(f'{100 * f:.2f}' for f in finals)} | {heads} | |")
-    teachers = {(r.teacher_val, r.teacher_test) for r in rows if r.teacher_test is not None}
-    for tv, tt in sorted(teachers):
-        lines.append(f"| - | teacher | - | {100 * tt:.2f} | (val {100 * tv:.2f}) | | |")
+    teachers = {(r.teacher_val, r.teacher_test) for r in rows if r.teacher_val is not None or r.teacher_test is not None}
+    for tv, tt in sorted(teachers, key=lambda t: (t[1] or -1.0, t[0] or -1.0)):
+        test = f"{100 * tt:.2f}" if tt is not None and tt == tt else "-"
+        val = f"(val {100 * tv:.2f})" if tv is not None and tv == tv else ""
+        lines.append(f"| - | teacher | - | {test} | {val} | | |")
     return "\n".join(lines)
 
 
@@ -189,3 +202,58 @@ def plot_grad_conflict(rows: list[RunRow], out_png: Path, smooth: int = 5) -> Pa
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return out_png
+
+
+# -------------------------------------------------------------------- per-class accuracy and confusion matrix
+
+
+def confusion_matrix(pred: Sequence[int], labels: Sequence[int], num_classes: int) -> list[list[int]]:
+    """``m[true][predicted]`` counts."""
+    m = [[0] * num_classes for _ in range(num_classes)]
+    for p, t in zip(pred, labels):
+        m[int(t)][int(p)] += 1
+    return m
+
+
+def per_class_accuracy(matrix: list[list[int]], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per true class: images, correct, accuracy (None for a class with no images) and its most common mistake."""
+    out = []
+    for i, row in enumerate(matrix):
+        n = sum(row)
+        wrong = [(c, j) for j, c in enumerate(row) if j != i and c]
+        top = max(wrong) if wrong else None
+        out.append({"class": class_names[i], "images": n, "correct": row[i], "accuracy": row[i] / n if n else None,
+                    "most_confused_with": class_names[top[1]] if top else None})
+    return out
+
+
+def write_confusion_png(matrix: list[list[int]], class_names: Sequence[str], out_png: Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (true classes down, predictions across) with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    n = len(class_names)
+    rates = [[c / max(1, sum(row)) for c in row] for row in matrix]
+    side = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i][j]:
+                    ax.text(j, i, str(matrix[i][j]), ha="center", va="center", fontsize=6,
+                            color="white" if rates[i][j] > 0.5 else "black")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(out_png)

@@ -13,7 +13,7 @@ Commands
               ``--max-seconds`` for the whole run (what does not fit is reported as skipped). ``--emulate rpi5|orin-nano`` limits
               threads and pins cores (labelled as emulation everywhere). Writes ``results.{json,csv,md,png}``
               to ``--out`` and prints a table.
-``http``      end-to-end latency of a running server: multipart POSTs of real images to ``--url`` (``/classify``).
+``http``      end-to-end latency of a running server: multipart POSTs of real images to ``--url`` (``/v1/classify``).
 ``load``      loopback load test of servers it starts side by side (``distill serve`` configurations and the
               LitServe peer, ``--peer litserve``) over the same artifact: photos at their own size and upscaled
               to 12 MP, concurrency levels, interleaved rounds; server-side preprocess vs inference time, peak RSS.
@@ -103,7 +103,7 @@ def run_cmd(
     scenarios: str = typer.Option("single-stream,offline", help="Comma-separated: single-stream, offline, server."),
     torch_modes: str = typer.Option("eager,compile", help="For checkpoints: eager, compile."),
     torch_dtypes: str = typer.Option("fp32", help="For checkpoints: fp32, bf16, fp16."),
-    data: Optional[Path] = typer.Option(None, help="Labeled directory DIR/<class>/<image> for accuracy."),
+    data: Optional[Path] = typer.Option(None, help="Labeled directory DIR/<class>/<image> (or a .tar/.tar.gz of one, as train and eval take) for accuracy."),
     split: Optional[str] = typer.Option(None, help="Accuracy on a checkpoint's recorded split instead of --data: CKPT[:val|:test]."),
     images: Optional[Path] = typer.Option(None, help="Real images used as inputs (default: a sample of --data, else synthetic)."),
     max_images: int = typer.Option(64, help="Input images kept in memory and cycled."),
@@ -133,6 +133,10 @@ def run_cmd(
     models = [_model_arg(m, kind="model") for m in model] + [_model_arg(c, kind="checkpoint") for c in checkpoint]
     if not models:
         raise ConfigError("nothing to benchmark: pass --model PATH and/or --checkpoint PATH")
+    if data is not None and data.is_file():  # an archive: extracted once into the cache, like train and eval do
+        from distill.data.archive import resolve_dataset_root
+
+        data = resolve_dataset_root(data)
     labels = [lbl for lbl, _ in models]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
@@ -187,7 +191,7 @@ def _finish(report: dict[str, Any], out: Path) -> None:
 
 @app.command("http")
 def http_cmd(
-    url: str = typer.Option(..., help="Server base URL (http://host:port) or the full /classify URL."),
+    url: str = typer.Option(..., help="Server base URL (http://host:port) or the full /v1/classify URL."),
     images: Path = typer.Option(..., help="Directory of real images to upload."),
     concurrency: int = typer.Option(4, help="Client threads sending requests."),
     images_per_request: int = typer.Option(1, help="Images per request (>1 uses the 'files' field)."),
@@ -198,7 +202,7 @@ def http_cmd(
     max_images: int = typer.Option(64, help="Images read into memory and cycled."),
     sizes: str = typer.Option("native", help="Photo sets, one run each: native (their own size), 12mp (the first "
                               "8 upscaled to 4032x3024 at run time)."),
-    endpoint: str = typer.Option("/classify", help="Path appended to a base URL."),
+    endpoint: str = typer.Option("/v1/classify", help="Path appended to a base URL."),
     out: Path = typer.Option(Path("runs/bench-http"), help="Output directory for results.{json,csv,md}."),
 ) -> None:
     """End-to-end latency and throughput of a running server (multipart POST of real images)."""
@@ -369,7 +373,7 @@ def compare_cmd(
     b: Path = typer.Argument(..., help="New results.json."),
     out: Optional[Path] = typer.Option(None, help="Also write the comparison as markdown (and .json beside it)."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON on stdout."),
-    fail_on_slower: Optional[float] = typer.Option(None, help="Exit 1 if any p50 is slower by more than this %% and outside the spread."),
+    fail_on_slower: Optional[float] = typer.Option(None, help="Exit 1 if any p50 is slower by more than this percentage and outside the spread."),
 ) -> None:
     """What changed between two runs (per model/backend/scenario), and whether it is outside the spread."""
     from distill.io import atomic_write_json, atomic_write_text

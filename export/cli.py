@@ -44,6 +44,7 @@ def onnx_cmd(
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Teacher classes: a file (one name a line) or a comma-separated list."),
     templates: str = typer.Option("simple", "--templates", help="open_clip prompt templates: single, simple (7), openai (80) or a file."),
     json_out: bool = typer.Option(False, "--json", help="Print the result (paths, blend, verification report) as JSON on stdout."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Log the verified artifact(s) to the MLflow run of the checkpoint's run directory (distill train --mlflow-uri)."),
 ) -> None:
     """Export a student checkpoint (or, with --teacher, a teacher) to a verified ONNX artifact."""
     if (checkpoint is None) == (teacher is None):
@@ -66,6 +67,13 @@ def onnx_cmd(
             calib_dir=calib_dir, quantize=_split(quantize), slim=slim, verify_dir=verify_dir,
             max_verify_images=max_verify_images,
         )
+    if mlflow:  # only verified files exist at this point: a parity failure raised before anything was written
+        from distill.errors import ConfigError
+        from distill.train.tracking import log_to_run
+
+        run_dir = checkpoint.parent if checkpoint is not None else output.parent
+        if log_to_run(run_dir, result.paths.values()) is None:
+            raise ConfigError(f"--mlflow: {run_dir} has no mlflow.json (train it with --mlflow-uri URI)")
     if json_out:
         typer.echo(json.dumps({
             "paths": {k: str(v) for k, v in result.paths.items()}, "blend": result.blend, "alpha": result.alpha,

@@ -303,8 +303,19 @@ def _teacher_identity(teacher: Any) -> dict[str, Any] | None:
     if teacher is None:
         return None
     if isinstance(teacher, dict):
-        return {str(k): (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in teacher.items()}
+        return {str(k): _json_value(v) for k, v in teacher.items()}
     return {"identity": str(teacher)}
+
+
+def _json_value(v: Any) -> Any:
+    """Plain JSON values stay structured (a teacher's preprocess dict is not flattened to a Python repr)."""
+    if isinstance(v, (str, int, float, bool, type(None))):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    return str(v)
 
 
 def _calibration_inputs(ckpt: dict[str, Any], class_names: list[str], spec: Any, input_kind: str,

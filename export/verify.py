@@ -7,6 +7,7 @@ The images come from the checkpoint's validation split (``ckpt["data"]``), ``--c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -80,7 +81,9 @@ def select_images(ckpt: dict[str, Any] | None, class_names: Sequence[str] | None
         return files, labels, str(folder)
     val = checkpoint_val(ckpt) if ckpt is not None else None
     if val is not None:
-        return val[0], val[1], f"checkpoint validation split ({(ckpt or {})['data']['root']})"
+        # the folder the images are really in (a separate --val-dir lies outside data.root, e.g. ../validation)
+        where = os.path.normpath(os.path.commonpath([str(p.parent) for p in val[0]]))
+        return val[0], val[1], f"checkpoint validation split ({where})"
     if fallback is not None:
         files, labels = list_folder(fallback, class_names)
         return files, labels, str(fallback)

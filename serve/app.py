@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Optional
 
 import anyio
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -269,16 +269,57 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
         description=API_DESCRIPTION,
         version=server_version(),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url=None,  # re-added by _install_docs as metered, offline routes
     )
     app.state.serve = state
     app.include_router(router)
     v2.install(app, v2_models)
+    _install_docs(app)
     _install_handlers(app)
     install_security(app, settings)
     app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes,
                        drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
     install_cors(app, settings)
     return app
+
+
+#: Swagger UI files /docs needs, served from the swagger-ui-bundle package (no CDN: the page works offline).
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                "favicon-32x32.png": "image/png"}
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/openapi.json`` and ``/docs`` as ordinary API routes, so metrics label them by path (not "unmatched"),
+    with the Swagger UI assets served by the app itself when swagger-ui-bundle is installed (else the CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - the serve extra installs it
+        swagger_ui_path = None
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def _openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def _docs() -> HTMLResponse:
+        local = {} if swagger_ui_path is None else {
+            "swagger_js_url": "/docs/assets/swagger-ui-bundle.js", "swagger_css_url": "/docs/assets/swagger-ui.css",
+            "swagger_favicon_url": "/docs/assets/favicon-32x32.png"}
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs",
+                                   oauth2_redirect_url="/docs/oauth2-redirect", **local)
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def _redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def _asset(name: str) -> FileResponse:
+        if swagger_ui_path is None or name not in _DOCS_ASSETS:
+            raise StarletteHTTPException(404, f"no docs asset {name!r}")
+        return FileResponse(str(swagger_ui_path / name), media_type=_DOCS_ASSETS[name],
+                            headers={"Cache-Control": "public, max-age=86400"})
 
 
 def app_from_env() -> FastAPI:

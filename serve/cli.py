@@ -22,6 +22,7 @@ app = DistillTyper(
     help="Serve an exported artifact over HTTP: POST /v1/classify, /health/live, /health/ready, /v1/model, "
     "/metrics, OpenAPI at /docs. Options default to DISTILL_SERVE_* environment variables.",
     no_args_is_help=False,
+    subcommand_metavar="",  # one command, not a group: the usage line must not ask for a COMMAND
 )
 
 
@@ -29,25 +30,25 @@ app = DistillTyper(
 def serve(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Artifact (.onnx, or .engine with sidecar). Env: DISTILL_SERVE_MODEL."),
     model_repository: Optional[Path] = typer.Option(None, "--model-repository", help="Serve every model of a Triton model repository ('distill export triton' layout) over the v2 protocol, with zero-downtime version updates (POST /v2/repository/models/NAME/load). Env: DISTILL_SERVE_MODEL_REPOSITORY."),
-    host: Optional[str] = typer.Option(None, help="Bind address [127.0.0.1; 0.0.0.0 in the container]."),
-    port: Optional[int] = typer.Option(None, help="Port [8000]."),
-    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most images per inference call; 1 disables batching [16]."),
-    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="Longest wait for a batch to fill [5]."),
-    adaptive_wait: Optional[bool] = typer.Option(None, "--adaptive-wait/--fixed-wait", help="Wait only while more requests are arriving [adaptive]."),
-    batch_sizing: Optional[str] = typer.Option(None, "--batch-sizing", help="auto: batch only as far as it pays (timed at warm-up); fixed: fill up to --max-batch [auto]."),
-    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Most queued images before 503 [256]."),
-    max_upload_bytes: Optional[int] = typer.Option(None, "--max-upload-bytes", help="Largest image file [10 MiB]."),
-    max_request_bytes: Optional[int] = typer.Option(None, "--max-request-bytes", help="Largest request body [32 MiB]."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Decoded-pixel cap per image [40,000,000]."),
-    max_images: Optional[int] = typer.Option(None, "--max-images", help="Most images per request [16]."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Default top_k [5]."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads [ORT default]."),
-    provider: Optional[list[str]] = typer.Option(None, "--provider", help="Execution provider (repeatable) [best available]."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls before ready [3]."),
-    loop: Optional[str] = typer.Option(None, "--loop", help="Event loop: auto, asyncio or uvloop [auto: uvloop if installed]."),
-    http: Optional[str] = typer.Option(None, "--http", help="HTTP parser: auto, h11 or httptools [auto: httptools if installed]."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level [info]."),
-    access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request [on]."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default: 127.0.0.1; 0.0.0.0 in the container)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: 8000)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Most images per inference call; 1 disables batching (default: 16)."),
+    max_wait_ms: Optional[float] = typer.Option(None, "--max-wait-ms", help="Longest wait for a batch to fill (default: 5)."),
+    adaptive_wait: Optional[bool] = typer.Option(None, "--adaptive-wait/--fixed-wait", help="Wait only while more requests are arriving (default: adaptive)."),
+    batch_sizing: Optional[str] = typer.Option(None, "--batch-sizing", help="auto: batch only as far as it pays (timed at warm-up); fixed: fill up to --max-batch (default: auto)."),
+    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Most queued images before 503 (default: 256)."),
+    max_upload_bytes: Optional[int] = typer.Option(None, "--max-upload-bytes", help="Largest image file (default: 10 MiB)."),
+    max_request_bytes: Optional[int] = typer.Option(None, "--max-request-bytes", help="Largest request body (default: 32 MiB)."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Decoded-pixel cap per image (default: 40,000,000)."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Most images per request (default: 16)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Default top_k (default: 5)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: the CPUs this process may use: affinity and cgroup quota)."),
+    provider: Optional[list[str]] = typer.Option(None, "--provider", help="Execution provider (repeatable) (default: best available)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls before ready (default: 3)."),
+    loop: Optional[str] = typer.Option(None, "--loop", help="Event loop: auto, asyncio or uvloop (default: auto: uvloop if installed)."),
+    http: Optional[str] = typer.Option(None, "--http", help="HTTP parser: auto, h11 or httptools (default: auto: httptools if installed)."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default: info)."),
+    access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request (default: on)."),
 ) -> None:
     """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
     overrides: dict[str, Any] = {

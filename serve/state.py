@@ -175,7 +175,7 @@ class ServeState:
             blend=m.blend,
             alpha=m.alpha,
             beta=m.beta,
-            teacher=m.teacher,
+            teacher=_structured(m.teacher),
             verification=m.verification,
             checkpoint_sha256=m.checkpoint_sha256,
             tool_version=m.tool_version,
@@ -217,3 +217,21 @@ async def get_state(request: Request) -> ServeState:
     """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, which cost every request
     a thread hop (and a GIL hand-off with the inference thread) just to read an attribute."""
     return request.app.state.serve
+
+
+def _structured(teacher: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """Artifacts exported before the fix hold nested teacher entries (``preprocess``) as a Python repr string:
+    show them as JSON objects again (``ast.literal_eval`` reads literals only, never code)."""
+    if not teacher:
+        return teacher
+    import ast
+
+    out: dict[str, Any] = {}
+    for k, v in teacher.items():
+        if isinstance(v, str) and v[:1] in "{[" and v[-1:] in "}]":
+            try:
+                v = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                pass
+        out[k] = v
+    return out

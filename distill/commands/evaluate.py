@@ -56,6 +56,8 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where archives are extracted."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    confusion_png: Optional[Path] = typer.Option(None, "--confusion-png", help="Write the deployed model's confusion "
+                                                                               "matrix (PNG) here."),
 ) -> None:
     """Accuracy of h_ce, h_kd and both blends (stored alpha/beta) of a checkpoint on a split or folder."""
     import torch
@@ -75,7 +77,11 @@ def eval_command(
     if ckpt.get("embedding") is not None:  # vl-distill: classify through the stored class embeddings (cos / tau)
         from ..vl.labelset import labelset_from_checkpoint
 
-        logits = {"embed": torch.from_numpy(labelset_from_checkpoint(ckpt).logits(logits["embed"].numpy()))}
+        labelset = labelset_from_checkpoint(ckpt)
+        logits = {"embed": torch.from_numpy(labelset.logits(logits["embed"].numpy()))}
+        class_names = list(labelset.names)
+    else:
+        class_names = [str(n) for n in ckpt["class_names"]]
     rows: list[dict[str, Any]] = [{"model": f"h_{h}", "accuracy": accuracy(v, ev.labels), "alpha": None, "beta": None}
                                   for h, v in logits.items()]
     blend = ckpt.get("blend")
@@ -85,8 +91,27 @@ def eval_command(
                 a, b = float(blend[kind]["alpha"]), float(blend[kind]["beta"])
                 acc = accuracy(blend_scores(kind, logits["ce"], logits["kd"], a, b), ev.labels)
                 rows.append({"model": f"{kind} blend", "accuracy": acc, "alpha": a, "beta": b})
+    # per class, for the model a deployment uses: the better blend (prob on ties), else the single head
+    scores = {r["model"]: r for r in rows}
+    blends = [r for r in rows if r["model"].endswith("blend")]
+    deployed = max(blends, key=lambda r: (r["accuracy"], r["model"] == "prob blend"))["model"] if blends else rows[0]["model"]
+    if deployed.endswith("blend"):
+        kind = deployed.split()[0]
+        dep_scores = blend_scores(kind, logits["ce"], logits["kd"], scores[deployed]["alpha"], scores[deployed]["beta"])
+    else:
+        dep_scores = logits[deployed.removeprefix("h_")]
+    from ..report import confusion_matrix, per_class_accuracy, write_confusion_png
+
+    if len(class_names) != dep_scores.shape[1]:  # e.g. a label set of other size: index the columns
+        class_names = [str(i) for i in range(dep_scores.shape[1])]
+
+    matrix = confusion_matrix(dep_scores.argmax(-1).tolist(), ev.labels.tolist(), len(class_names))
+    per_class = per_class_accuracy(matrix, class_names)
+    if confusion_png is not None:
+        write_confusion_png(matrix, class_names, confusion_png, title=f"{checkpoint.name} ({deployed}) on {what}")
     report = {"checkpoint": str(checkpoint), "method": ckpt.get("method"), "evaluated": what, "images": len(ev),
-              "skipped": skipped, "results": rows, "torch": torch.__version__}
+              "skipped": skipped, "results": rows, "per_class": {"model": deployed, "classes": per_class,
+                                                                  "confusion": matrix}, "torch": torch.__version__}
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -101,6 +126,13 @@ def eval_command(
         table.add_row(r["model"], f"{100 * r['accuracy']:.2f}",
                       "" if r["alpha"] is None else f"{r['alpha']:.2f}", "" if r["beta"] is None else f"{r['beta']:.2f}")
     console.print(table)
+    pc = Table(title=f"per class ({deployed})" + (f"; confusion matrix: {confusion_png}" if confusion_png else ""))
+    for col in ("class", "images", "accuracy %", "most confused with"):
+        pc.add_column(col, justify="left" if col in ("class", "most confused with") else "right")
+    for c in per_class:
+        pc.add_row(c["class"], str(c["images"]), "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.2f}",
+                   c["most_confused_with"] or "")
+    console.print(pc)
 
 
 def register(app: typer.Typer) -> None:

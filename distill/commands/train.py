@@ -26,7 +26,7 @@ _OPTION_KEYS = {
     "method": "method", "epochs": "epochs", "steps": "steps", "max_steps": "max_steps", "lr": "lr", "seed": "seed",
     "device": "device", "amp": "amp", "out": "out_dir", "grad_conflict_every": "grad_conflict_every",
     "eval_every": "eval_every", "threads": "threads", "unseen_classes": "vl.unseen_classes",
-    "teacher_store": "teacher_store",
+    "teacher_store": "teacher_store", "mlflow_uri": "mlflow_uri",
 }
 
 
@@ -74,16 +74,16 @@ def train_command(
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Stratified cap on the image pool (smoke runs)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Extracted archives and teacher-logit cache."),
-    teacher_kind: Optional[str] = typer.Option(None, "--teacher-kind", help="auto, cifar_resnet, timm or open_clip."),
+    teacher_kind: Optional[str] = typer.Option(None, "--teacher-kind", help="auto, cifar_resnet, timm, open_clip or distill (a `distill train` checkpoint as --teacher-weights)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model name (e.g. cifar_resnet56, ViT-B-32)."),
-    teacher_weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights file or open_clip tag."),
+    teacher_weights: Optional[str] = typer.Option(None, "--teacher-weights", help="Weights file, open_clip tag, or a run's best.pt (kind distill)."),
     templates: Optional[str] = typer.Option(None, "--templates", help="single, simple, openai or a template file."),
     teacher_store: Optional[Path] = typer.Option(None, "--teacher-store",
                                                  help="Teacher logits from `distill cache-teacher` (memory-mapped)."),
     student: Optional[str] = typer.Option(None, "--student", help="Student arch: cifar_resnet20, resnet18, ..."),
-    student_weights: Optional[Path] = typer.Option(None, "--student-weights", help="Backbone init weights file."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Student input size."),
-    method: Optional[str] = typer.Option(None, "--method", help="dho (default), ce, kd, ce+kd or vl-distill (open-vocabulary embedding student)."),
+    student_weights: Optional[str] = typer.Option(None, "--student-weights", help="Backbone init: a local file, a timm pretrained name or hf-hub: id (from the local cache)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Student input size (default: the model's own: timm's pretrained config, 32 for CIFAR ResNets)."),
+    method: Optional[str] = typer.Option(None, "--method", help="dho, ce (supervised, no teacher needed), kd, ce+kd or vl-distill (open-vocabulary embedding student)."),
     unseen_classes: Optional[str] = typer.Option(None, "--unseen-classes", help="vl-distill: classes held out of training, comma-separated (default: a seeded half, vl.unseen_fraction)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the unlabeled pool."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides --epochs)."),
@@ -99,6 +99,8 @@ def train_command(
                                                       help="Log the CE/KD backbone-gradient cosine every N steps."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Validate every N steps (0: every epoch)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (1 is faster on a busy machine)."),
+    mlflow_uri: Optional[str] = typer.Option(None, "--mlflow-uri", help="Also log params, metrics and the run's "
+                                                                       "files to an MLflow run (file:./mlruns works offline)."),
     no_teacher_cache: bool = typer.Option(False, "--no-teacher-cache", help="Do not read/write the teacher cache."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     as_json: bool = typer.Option(False, "--json", help="Print summary.json on stdout when done."),
@@ -121,7 +123,8 @@ def train_command(
 
 
 def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.2f}"
+    """A percentage, or '-' when there is nothing to measure (no teacher, an empty test split: never 'nan')."""
+    return "-" if v is None or v != v else f"{100 * v:.2f}"
 
 
 def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
@@ -147,5 +150,41 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
                   f"({tc['hits']} hits, {tc['computed']} computed); skipped images: {summary['skipped_images']}")
 
 
+def config_default(dotted: str) -> Any:
+    """The TrainConfig default behind a dotted key (``data.shots`` -> DataConfig's), or None when it has none."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from ..train.config import TrainConfig
+
+    model: Any = TrainConfig
+    *parents, last = dotted.split(".")
+    for part in parents:
+        ann = model.model_fields[part].annotation
+        model = next((a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return None
+    field = model.model_fields.get(last) or next(
+        (f for f in model.model_fields.values() if f.alias == last), None)
+    if field is None or field.is_required():
+        return None
+    value = field.get_default(call_default_factory=True)
+    return value.value if hasattr(value, "value") else value
+
+
+def _add_defaults_to_help() -> None:
+    """Options default to None (so a config file can set them); show the config's own default in --help instead."""
+    import inspect
+
+    params = inspect.signature(train_command).parameters
+    for name, key in {**_OPTION_KEYS, "batch_size": "batch_labeled"}.items():
+        info = params[name].default
+        value = config_default(key)
+        if value is not None and value != "" and "(default:" not in (info.help or ""):
+            info.help = f"{info.help or ''} (default: {value})".strip()
+
+
 def register(app: typer.Typer) -> None:
+    _add_defaults_to_help()
     app.command("train")(train_command)

@@ -11,8 +11,10 @@ from .registry import (
     student_from_spec,
 )
 from .student import HEADS_BY_METHOD, Student, StudentSpec
+from .timm_backbone import TimmBackbone, default_student_preprocess, resolve_pretrained, timm_preprocess
 
 __all__ = [
     "CifarResNet", "HEADS_BY_METHOD", "Student", "StudentSpec", "create_backbone", "create_cifar_resnet_classifier",
     "create_student", "list_backbones", "load_backbone_weights", "register_backbone", "student_from_spec",
+    "TimmBackbone", "default_student_preprocess", "resolve_pretrained", "timm_preprocess",
 ]

@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import CheckpointError, ModelError
 from .cifar_resnet import CifarResNet, load_cifar_resnet_state
 from .student import HEADS_BY_METHOD, Student, StudentSpec
+from .timm_backbone import TimmBackbone, create_timm_backbone, read_state_dict, resolve_pretrained
 
 BackboneFn = Callable[..., tuple[nn.Module, int]]
 _BACKBONES: dict[str, BackboneFn] = {}
@@ -53,23 +54,12 @@ for _depth in (8, 14, 20, 32, 44, 56, 110):
     register_backbone(f"cifar_resnet{_depth}")(_cifar_factory(_depth))
 
 
-def _timm_backbone(name: str, **kw: Any) -> tuple[nn.Module, int]:
-    import timm
-
-    if not timm.is_model(name):
-        raise ModelError(
-            f"unknown model {name!r}: not a built-in backbone ({', '.join(list_backbones())}) nor a timm model"
-        )
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kw)
-    return model, int(model.num_features)
-
-
 def create_backbone(name: str, **kwargs: Any) -> tuple[nn.Module, int]:
     """Build a backbone by name (``cifar_resnet20``, or any timm model such as ``resnet18``)."""
     name = name.removeprefix("timm/")
     if name in _BACKBONES:
         return _BACKBONES[name](**kwargs)
-    return _timm_backbone(name, **kwargs)
+    return create_timm_backbone(name, **kwargs)
 
 
 def create_student(
@@ -80,14 +70,15 @@ def create_student(
     weights: str | Path | None = None,
     **arch_kwargs: Any,
 ) -> Student:
-    """Build a student; ``weights`` optionally initialises the backbone from a local file (heads stay fresh)."""
+    """Build a student; ``weights`` optionally initialises the backbone (heads stay fresh): a local file, a timm
+    pretrained name (``mobilenetv3_small_100.lamb_in1k``) or an ``hf-hub:`` id found in timm's local cache."""
     if heads is None:
         if method not in HEADS_BY_METHOD:
             raise ModelError(f"unknown method {method!r}; choose from {', '.join(HEADS_BY_METHOD)}")
         heads = HEADS_BY_METHOD[method]
     backbone, dim = create_backbone(arch, **arch_kwargs)
     if weights is not None:
-        load_backbone_weights(backbone, weights)
+        load_backbone_weights(backbone, weights, arch)
     student = Student(backbone, dim, num_classes, heads)
     student.spec = StudentSpec(arch=arch, num_classes=num_classes, heads=tuple(heads), feature_dim=dim,  # type: ignore[assignment]
                                arch_kwargs=arch_kwargs)
@@ -99,24 +90,27 @@ def student_from_spec(spec: StudentSpec | dict[str, Any]) -> Student:
     return create_student(spec.arch, spec.num_classes, heads=spec.heads, **spec.arch_kwargs)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load pretrained backbone weights, ignoring classifier keys; a shape mismatch is a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}") from None
-    state = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    target = backbone.net if isinstance(backbone, _CifarBackbone) else backbone
+def load_backbone_weights(backbone: nn.Module, path: str | Path, arch: str | None = None) -> None:
+    """Load pretrained backbone weights, ignoring classifier keys; a shape mismatch is a clear error.
+
+    ``path`` is a local file, else (for timm backbones) a pretrained reference resolved by
+    :func:`~distill.models.timm_backbone.resolve_pretrained` in timm's cache.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        ref = str(path)
+        looks_remote = ref.startswith("hf-hub:") or ("/" not in ref and not file.suffix.lower() in (".pt", ".pth", ".th",
+                                                                                                     ".bin", ".safetensors"))
+        if not (isinstance(backbone, TimmBackbone) and looks_remote):
+            raise CheckpointError(f"weights file not found: {path}")
+        file = resolve_pretrained(arch or ref, ref)
+    state = read_state_dict(file)
+    target = backbone.net if isinstance(backbone, _CifarBackbone) else (
+        backbone.model if isinstance(backbone, TimmBackbone) else backbone)
     own = target.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ModelError(f"no tensor in {path} fits the backbone (wrong architecture?)")
+        raise ModelError(f"no tensor in {file} fits the backbone (wrong architecture?)")
     target.load_state_dict(usable, strict=False)
 
 

@@ -17,7 +17,7 @@ from .config import TeacherConfig, TeacherKind
 
 _LAZY = {
     "Teacher": ".base", "file_digest": ".base", "read_class_names": ".base",
-    "CifarResNetTeacher": ".classifiers", "TimmTeacher": ".classifiers", "CIFAR10_CLASSES": ".classifiers",
+    "CifarResNetTeacher": ".classifiers", "TimmTeacher": ".classifiers", "DistillTeacher": ".classifiers", "CIFAR10_CLASSES": ".classifiers",
     "OpenClipTeacher": ".open_clip_teacher",
     "create_teacher": ".factory", "resolve_kind": ".factory",
     "CacheInfo": ".cache", "teacher_logits_for": ".cache", "teacher_embeddings_for": ".cache", "store_path": ".cache",

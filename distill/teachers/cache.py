@@ -4,10 +4,16 @@ Layout: ``cache_dir/teacher_outputs/<teacher identity>/<output>.npz`` holding ``
 one per row) and ``values`` (float32 rows); ``<output>`` is ``logits`` or ``embeddings``. A store is rewritten
 atomically (merged with what another process may have added meanwhile), so a killed run never leaves a broken
 cache and a second run, or every later epoch, skips the teacher for images it has seen.
+
+Concurrent runs share the work: computing missing rows happens under an exclusive lock on ``<output>.npz.lock``
+(``fcntl.flock``; released by the OS if the holder dies), and a run that had to wait re-reads the store first, so
+two runs started side by side compute the teacher's outputs once and the second one reuses them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,8 @@ from ..data.config import default_cache_dir
 from ..data.scan import Sample
 from ..io import atomic_path, atomic_write_json, sha256_file
 from .base import Teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,28 @@ def _outputs_for(
     dev = resolve_device(device) if isinstance(device, str) else device
     digests = np.array([(s.digest or sha256_file(s.path)).encode() for s in samples], dtype="S64")
     path = store_path(teacher, output, cache_dir) if use_cache else None
+    cached_d, cached_v, hit_rows, todo = _lookup(path, digests)
+    new_v = None
+    if todo:
+        with _store_lock(path):
+            if path is not None:  # another run may have computed them while this one waited for the lock
+                cached_d, cached_v, hit_rows, todo = _lookup(path, digests)
+            new_v = _run(teacher, fn, [samples[i] for i in todo.values()], batch_size, dev, num_workers, progress,
+                         output) if todo else None
+            if path is not None and new_v is not None and len(todo):
+                _save_store(path, np.array(list(todo), dtype="S64"), new_v, teacher)
+    new_row = {d: k for k, d in enumerate(todo)}
+    dim = new_v.shape[1] if new_v is not None else (cached_v.shape[1] if cached_v is not None and cached_v.ndim == 2 else 0)
+    out = np.zeros((len(samples), dim), np.float32)
+    for i, (d, r) in enumerate(zip(digests.tolist(), hit_rows)):
+        out[i] = cached_v[r] if r is not None else new_v[new_row[d]]  # type: ignore[index]
+    hits = sum(r is not None for r in hit_rows)
+    return torch.from_numpy(out), CacheInfo(used_cache=use_cache, hits=hits, computed=len(todo), path=path)
+
+
+def _lookup(path: Path | None, digests: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[int | None],
+                                                            dict[bytes, int]]:
+    """(stored digests, stored values, store row per sample or None, first sample index per missing digest)."""
     cached_d, cached_v = _load_store(path) if path is not None else (np.zeros((0,), "S64"), None)
     row_of = {d: i for i, d in enumerate(cached_d.tolist())}
     hit_rows = [row_of.get(d) for d in digests.tolist()]
@@ -104,17 +134,33 @@ def _outputs_for(
     for i, (d, r) in enumerate(zip(digests.tolist(), hit_rows)):
         if r is None and d not in todo:
             todo[d] = i
-    new_v = _run(teacher, fn, [samples[i] for i in todo.values()], batch_size, dev, num_workers, progress,
-                 output) if todo else None
-    new_row = {d: k for k, d in enumerate(todo)}
-    dim = new_v.shape[1] if new_v is not None else (cached_v.shape[1] if cached_v is not None and cached_v.ndim == 2 else 0)
-    out = np.zeros((len(samples), dim), np.float32)
-    for i, (d, r) in enumerate(zip(digests.tolist(), hit_rows)):
-        out[i] = cached_v[r] if r is not None else new_v[new_row[d]]  # type: ignore[index]
-    if path is not None and new_v is not None and len(todo):
-        _save_store(path, np.array(list(todo), dtype="S64"), new_v, teacher)
-    hits = sum(r is not None for r in hit_rows)
-    return torch.from_numpy(out), CacheInfo(used_cache=use_cache, hits=hits, computed=len(todo), path=path)
+    return cached_d, cached_v, hit_rows, todo
+
+
+@contextlib.contextmanager
+def _store_lock(path: Path | None):  # -> Iterator[None]
+    """Exclusive inter-process lock for computing a store's missing rows (a no-op without a cache or fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: concurrent runs may both compute (still correct)
+        fcntl = None  # type: ignore[assignment]
+    if path is None or fcntl is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another run is computing these teacher outputs (%s): waiting to reuse them", lock)
+            t0 = time.perf_counter()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            log.warning("teacher outputs lock acquired after %.1f s", time.perf_counter() - t0)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def teacher_logits_for(

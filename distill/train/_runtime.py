@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..device import cpu_bf16_support, cpu_isa, cpu_model, pick_device  # noqa: F401 - pick_device re-exported
-from ..errors import ConfigError, DependencyError
+from ..errors import ConfigError
 
 
 @dataclass

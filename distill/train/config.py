@@ -25,16 +25,27 @@ class StudentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     arch: str = Field("cifar_resnet20", description="cifar_resnet{8,14,20,32,44,56,110} or any timm model name.")
-    weights: Path | None = Field(None, description="Local file to initialise the backbone (heads start fresh).")
-    size: int = Field(32, gt=0, description="Square input side.")
-    crop_pct: float = Field(1.0, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
-    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    weights: str | None = Field(None, description="Initialise the backbone (heads start fresh): a local file, a timm "
+                                                  "pretrained name (mobilenetv3_small_100.lamb_in1k) or an hf-hub: id, "
+                                                  "found in timm's local cache (never downloaded).")
+    size: int | None = Field(None, gt=0, description="Square input side; default: the model's own (timm pretrained "
+                                                     "config; 32 for CIFAR ResNets).")
+    crop_pct: float | None = Field(None, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def preprocess_spec(self) -> PreprocessSpec:
-        return PreprocessSpec.for_size(self.size, self.crop_pct, interpolation=self.interpolation,
-                                       mean=self.mean, std=self.std)
+        """Unset fields come from the architecture's own data config (``default_student_preprocess``)."""
+        from ..models import default_student_preprocess
+
+        base = default_student_preprocess(self.arch)
+        if all(v is None for v in (self.size, self.crop_pct, self.interpolation, self.mean, self.std)):
+            return base
+        crop = self.crop_pct if self.crop_pct is not None else base.size / base.resize_size
+        return PreprocessSpec.for_size(self.size or base.size, crop, resize_mode=base.resize_mode,
+                                       interpolation=self.interpolation or base.interpolation,
+                                       mean=self.mean or base.mean, std=self.std or base.std)
 
 
 class TrainConfig(BaseModel):
@@ -43,7 +54,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(None, description="Not needed by --method ce (a supervised run).")
     student: StudentConfig = Field(default_factory=StudentConfig)
     method: Method = "dho"
     vl: VLConfig = Field(default_factory=VLConfig, description="Open-vocabulary distillation (--method vl-distill).")
@@ -88,6 +99,10 @@ class TrainConfig(BaseModel):
     progress: bool = True
     progress_every: int = Field(0, ge=0, description="In a log (not a terminal): a progress line every N steps; "
                                                     "0 = every max(log_every, steps/50).")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files to <out>/tensorboard.")
+    mlflow_uri: str | None = Field(None, description="Also log to an MLflow run at this tracking URI "
+                                                     "(file:./mlruns works offline).")
+    mlflow_experiment: str = "distill"
 
     # runtime
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
@@ -118,6 +133,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        if self.teacher is None and self.method != "ce":
+            raise ValueError(f"method {self.method} needs a teacher: --teacher NAME --teacher-weights FILE "
+                             "(or --teacher-store DIR); only --method ce trains without one")
         if self.teacher_store is not None and self.method == "vl-distill":
             raise ValueError("teacher_store holds logits for dho/kd/ce+kd; vl-distill uses the teacher's embedding cache")
         if self.data.unlabeled_shards is not None and self.teacher_store is None:

@@ -29,7 +29,6 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import dump_config
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, check_writable
-from ..losses import LossTerms
 from ..scale.distributed import NullLog, init_distributed
 from ._runtime import (forward_flops, hardware_info, peak_tflops, pick_device, pick_precision, rng_state,
                        seed_everything, set_rng_state)
@@ -38,11 +37,12 @@ from .hooks import KILL_ENV, InterruptGuard, StepHook, TrainingInterrupted, hook
 from .methods import SELECT_METRIC, Batch, StepLoss, TrainMethod, create_method
 from .progress import Progress, Window
 from .report import MetricsLog, write_plots
+from .tracking import Tracker, create_tracker, final_metrics, flat_hparams
 
 #: Config keys that may differ between a run and its resumption (everything else must match).
 _RESUME_FREE = {"max_steps", "progress", "progress_every", "plots", "device", "threads", "out_dir",
                 "eval_batch_size", "teacher_batch_size", "teacher_cache", "amp", "teacher_store", "channels_last",
-                "decoded_cache"}
+                "decoded_cache", "tensorboard", "mlflow_uri", "mlflow_experiment"}
 
 
 @dataclass
@@ -57,8 +57,8 @@ class Run:
     splits: Any
     spec: Any
     method: TrainMethod
-    teacher_desc: dict[str, Any]
-    teacher_acc: tuple[float, float]  # (val, test) on the run's own splits
+    teacher_desc: dict[str, Any] | None  # None: a supervised run (--method ce) without a teacher
+    teacher_acc: tuple[float | None, float | None]  # (val, test) on the run's own splits; None without one
     cache_infos: list[Any]
     student: torch.nn.Module = None  # type: ignore[assignment]
     model: torch.nn.Module = None  # type: ignore[assignment]  # DDP-wrapped when distributed
@@ -69,6 +69,7 @@ class Run:
     total: int = 0
     stop_at: int = 0
     metrics: Any = None
+    tracker: Any = None  # TensorBoard / MLflow (distill.train.tracking), fed every metrics row
     lab_iter: Iterator[Any] | None = None
     unl_iter: Iterator[Any] | None = None
     flops_per_image: float | None = None
@@ -145,7 +146,9 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
     run.memory_format = _memory_format(cfg.channels_last, device, precision)
     _setup_student(run)
     _setup_budget(run)
-    run.metrics = MetricsLog(out / "metrics.jsonl") if ctx.is_main else NullLog(out / f".no-metrics-rank{ctx.rank}")
+    run.tracker = create_tracker(cfg, out) if ctx.is_main else Tracker()  # TensorBoard (+ MLflow with --mlflow-uri)
+    run.metrics = (MetricsLog(out / "metrics.jsonl", on_write=run.tracker.log_row) if ctx.is_main
+                   else NullLog(out / f".no-metrics-rank{ctx.rank}"))
     if resume_ckpt is not None:
         _restore(run, resume_ckpt)
     else:
@@ -185,12 +188,16 @@ def _setup_teacher_and_method(cfg: TrainConfig, out: Path, ctx: Any, device: tor
         from ..scale.teacher_store import StoreTeacher
 
         teacher: Any = StoreTeacher(cfg.teacher_store, splits.class_names)
+    elif cfg.teacher is None:  # supervised only (--method ce without a teacher): nothing to distill or compare
+        teacher = None
     else:
         teacher = create_teacher(cfg.teacher, splits.class_names)
-    teacher_desc = teacher.describe()
+    teacher_desc = teacher.describe() if teacher is not None else None
     cache_infos: list[Any] = []
 
-    def teacher_logits(samples: list[Any]) -> torch.Tensor:
+    def teacher_logits(samples: list[Any]) -> torch.Tensor | None:
+        if teacher is None:
+            return None
         if not samples:
             return torch.zeros(0, splits.num_classes)
         if cfg.teacher_store:
@@ -214,8 +221,9 @@ def _setup_teacher_and_method(cfg: TrainConfig, out: Path, ctx: Any, device: tor
     ctx.release_others()
     y_val = torch.tensor([s.label for s in splits.val])
     y_test = torch.tensor([s.label for s in splits.test])
-    run = Run(cfg, out, ctx, device, precision, splits, spec, method, teacher_desc,
-              (accuracy(t_val, y_val), accuracy(t_test, y_test)), cache_infos)
+    teacher_acc = tuple(accuracy(t, y) if t is not None and len(y) else None  # None: no teacher, or an empty split
+                        for t, y in ((t_val, y_val), (t_test, y_test)))
+    run = Run(cfg, out, ctx, device, precision, splits, spec, method, teacher_desc, teacher_acc, cache_infos)
     run.uses_unlabeled, run.shard_teacher = uses_unlabeled, teacher if streamed else None
     del teacher  # training never runs the teacher: its outputs are all in memory now
     if device.type == "cuda":
@@ -384,6 +392,8 @@ def interrupted(run: Run, name: str, signum: int) -> TrainingInterrupted:
     """After a signal: a resumable ``last.pt`` at the step just finished, and the one line that says so."""
     if run.ctx.is_main and run.last_saved != run.step:
         save(run, run.last_path, checkpoint(run, run.step, resumable=True))
+    if run.tracker is not None:
+        run.tracker.close()  # flush TensorBoard / MLflow: the rows so far are kept, the resumed run appends
     return TrainingInterrupted(f"interrupted by {name} after step {run.step}/{run.total}: resumable checkpoint "
                                f"{run.last_path}; continue with `distill train --resume --out {run.out}`", signum)
 
@@ -455,6 +465,10 @@ def finish(run: Run) -> dict[str, Any]:
     atomic_write_json(run.out / "summary.json", summary)
     if run.cfg.plots:
         write_plots(run.metrics.read(), run.out, title=f"({run.cfg.method}, {run.cfg.student.arch})")
+    run.tracker.log_final(flat_hparams(run.cfg.model_dump(mode="json")), final_metrics(summary))
+    for name in ("config.yaml", "summary.json", "metrics.jsonl", "split.json", "best.pt", "loss.png", "accuracy.png"):
+        run.tracker.log_artifact(run.out / name)
+    run.tracker.close()
     ctx.close()
     return summary
 
@@ -475,7 +489,7 @@ def _summary(run: Run, final: dict[str, Any], best_step: int, last_step: int) ->
         "test": final["best"]["test"],
         "blend": final["best"].get("blend"),
         "last": {k: final["last"][k] for k in ("val", "test")} | {"step": last_step},
-        "teacher": {"val_acc": run.teacher_acc[0], "test_acc": run.teacher_acc[1], **run.teacher_desc},
+        "teacher": {"val_acc": run.teacher_acc[0], "test_acc": run.teacher_acc[1], **(run.teacher_desc or {})},
         "vl": run.method.summary_entry(),
         "teacher_cache": {
             "enabled": cfg.teacher_cache,

@@ -6,7 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..io import atomic_path, atomic_write_text
 
@@ -14,8 +14,9 @@ from ..io import atomic_path, atomic_write_text
 class MetricsLog:
     """One JSON object per line; every write is flushed and fsynced so a killed run keeps its history."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_write: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = Path(path)
+        self.on_write = on_write  # e.g. Tracker.log_row: TensorBoard/MLflow see exactly the rows written here
 
     def write(self, event: str, **fields: Any) -> None:
         record = {"event": event, **{k: _clean(v) for k, v in fields.items()}}
@@ -23,6 +24,8 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        if self.on_write is not None:
+            self.on_write(record)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

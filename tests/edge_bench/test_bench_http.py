@@ -19,7 +19,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        ok = self.path == "/classify" and (b'name="file"' in body or b'name="files"' in body)
+        ok = self.path in ("/classify", "/v1/classify") and (b'name="file"' in body or b'name="files"' in body)
         _Handler.seen.append(body[:200])
         _Handler.parts.append(body.count(b'name="file"') + body.count(b'name="files"'))
         payload = json.dumps({"predictions": [{"label": "cat", "score": 0.9}],
