@@ -274,13 +274,19 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
     app.state.serve = state
     app.include_router(router)
     v2.install(app, v2_models)
+    _install_common(app, settings, state=state)
+    return app
+
+
+def _install_common(app: FastAPI, settings: ServeSettings, *, state: Optional[ServeState] = None,
+                    metrics: Optional[ServeMetrics] = None) -> None:
+    """What both apps share: the offline docs, error handlers, auth, the request middleware and CORS (outermost)."""
     _install_docs(app)
     _install_handlers(app)
     install_security(app, settings)
-    app.add_middleware(ServeMiddleware, state=state, max_body=settings.max_request_bytes,
+    app.add_middleware(ServeMiddleware, state=state, metrics=metrics, max_body=settings.max_request_bytes,
                        drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
     install_cors(app, settings)
-    return app
 
 
 #: Swagger UI files /docs needs, served from the swagger-ui-bundle package (no CDN: the page works offline).
@@ -344,7 +350,8 @@ def create_repository_app(settings: ServeSettings, loader: Optional[Loader] = No
             await repo.close()
 
     app = FastAPI(title="distill serve (model repository)", version=server_version(), lifespan=lifespan,
-                  description="Every model of a Triton model repository over the Open Inference Protocol v2.")
+                  description="Every model of a Triton model repository over the Open Inference Protocol v2.",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # re-added offline by _install_docs
     app.state.serve_settings = settings
     app.state.repository = repo
 
@@ -369,9 +376,5 @@ def create_repository_app(settings: ServeSettings, loader: Optional[Loader] = No
 
     v2.install(app, repo)
     app.include_router(repository_router)
-    _install_handlers(app)
-    install_security(app, settings)
-    app.add_middleware(ServeMiddleware, metrics=metrics, max_body=settings.max_request_bytes,
-                       drain_bytes=settings.refused_drain_bytes, drain_s=settings.refused_drain_s)
-    install_cors(app, settings)
+    _install_common(app, settings, metrics=metrics)
     return app

@@ -39,11 +39,20 @@ def test_classify_real_jpegs(tiny_artifact: Path, real_jpegs):
 
 
 def _reference_preprocess(path: Path, spec: PreprocessSpec) -> np.ndarray:
-    """The spec's meaning written out independently of distill.preprocess: shorter side to ``resize_size``
+    """The spec's meaning written out independently of distill.preprocess: a JPEG decoded at the smallest DCT
+    scale (1/2, 1/4, 1/8) whose shorter side is still >= ``resize_size``, shorter side to ``resize_size``
     (bilinear), centre crop ``size``, RGB, /255, (x - mean) / std, CHW."""
+    import math
+
     from PIL import Image
 
-    img = Image.open(path).convert("RGB")
+    img = Image.open(path)
+    w, h = img.size
+    k = max(s for s in (1, 2, 4, 8) if min(w, h) / s >= spec.resize_size)
+    if k > 1 and img.format == "JPEG":
+        img.draft(img.mode, (w // k, h // k))  # PIL picks the scale s with w // req_w >= s and h // req_h >= s
+        assert img.size == (math.ceil(w / k), math.ceil(h / k)), (img.size, k)
+    img = img.convert("RGB")
     w, h = img.size
     scale = spec.resize_size / min(w, h)
     nw, nh = max(spec.size, round(w * scale)), max(spec.size, round(h * scale))
