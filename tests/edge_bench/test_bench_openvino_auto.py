@@ -10,7 +10,7 @@ import pytest
 from edge_bench.auto import ACCURACY_TOLERANCE, select_winners, winner_lines
 from distill.isa import classify, parse_cpuinfo
 
-# OpenVINO/NNCF in the test process: these run after every other test (tests/conftest.py says why).
+# OpenVINO/NNCF: in a mixed session these run in a pytest process of their own (tests/conftest.py says why).
 pytestmark = pytest.mark.openvino_process
 
 X86_AMX = "flags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512_vnni avx_vnni avx512_bf16 avx512_fp16 " \

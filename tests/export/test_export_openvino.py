@@ -21,7 +21,7 @@ from export.openvino import export_openvino, ir_path, read_report  # noqa: E402
 from export.runtime import load_artifact  # noqa: E402
 from export.runtime_openvino import RT_META, RT_OPENVINO, rt_section  # noqa: E402
 
-# OpenVINO/NNCF in the test process: these run after every other test (tests/conftest.py says why).
+# OpenVINO/NNCF: in a mixed session these run in a pytest process of their own (tests/conftest.py says why).
 pytestmark = pytest.mark.openvino_process
 
 REPO = Path(__file__).resolve().parents[2]
