@@ -11,7 +11,8 @@ from .registry import (
     student_from_spec,
 )
 from .student import HEADS_BY_METHOD, Student, StudentSpec
-from .timm_backbone import TimmBackbone, default_student_preprocess, resolve_pretrained, timm_preprocess
+from .registry import default_student_preprocess
+from .timm_backbone import TimmBackbone, resolve_pretrained, timm_preprocess
 
 __all__ = [
     "CifarResNet", "HEADS_BY_METHOD", "Student", "StudentSpec", "create_backbone", "create_cifar_resnet_classifier",

@@ -15,7 +15,9 @@ from torch import nn
 from ..errors import CheckpointError, ModelError
 from .cifar_resnet import CifarResNet, load_cifar_resnet_state
 from .student import HEADS_BY_METHOD, Student, StudentSpec
-from .timm_backbone import TimmBackbone, create_timm_backbone, read_state_dict, resolve_pretrained
+from ..preprocess import PreprocessSpec
+from .timm_backbone import (TimmBackbone, _pretrained_cfg, create_timm_backbone, read_state_dict, resolve_pretrained,
+                            timm_preprocess)
 
 BackboneFn = Callable[..., tuple[nn.Module, int]]
 _BACKBONES: dict[str, BackboneFn] = {}
@@ -59,7 +61,23 @@ def create_backbone(name: str, **kwargs: Any) -> tuple[nn.Module, int]:
     name = name.removeprefix("timm/")
     if name in _BACKBONES:
         return _BACKBONES[name](**kwargs)
+    import timm
+
+    if not timm.is_model(name):
+        raise ModelError(f"unknown model {name!r}: not a built-in backbone ({', '.join(list_backbones())}) "
+                         "nor a timm model")
     return create_timm_backbone(name, **kwargs)
+
+
+def default_student_preprocess(arch: str) -> PreprocessSpec:
+    """A student's default eval preprocessing: timm's pretrained config for timm models, CIFAR's 32 px otherwise."""
+    name = arch.removeprefix("timm/")
+    if name not in _BACKBONES:
+        import timm
+
+        if timm.is_model(name) and _pretrained_cfg(name) is not None:
+            return timm_preprocess(name=name)
+    return PreprocessSpec(size=32, resize_size=32)
 
 
 def create_student(

@@ -42,10 +42,7 @@ def create_timm_backbone(name: str, **kwargs: Any) -> tuple[nn.Module, int]:
     import timm
 
     if not timm.is_model(name):
-        from .registry import list_backbones
-
-        raise ModelError(
-            f"unknown model {name!r}: not a built-in backbone ({', '.join(list_backbones())}) nor a timm model")
+        raise ModelError(f"unknown model {name!r}: not a timm model")
     backbone = TimmBackbone(timm.create_model(name, pretrained=False, num_classes=0, **kwargs))
     return backbone, backbone.feature_dim
 
@@ -87,19 +84,6 @@ def timm_preprocess(model: nn.Module | None = None, name: str | None = None) -> 
     if cfg is None:
         raise ModelError(f"timm has no pretrained config for {name!r}")
     return timm_preprocess_from_config(resolve_data_config(pretrained_cfg=cfg.to_dict()))
-
-
-def default_student_preprocess(arch: str) -> PreprocessSpec:
-    """A student's default eval preprocessing: timm's pretrained config for timm models, CIFAR's 32 px otherwise."""
-    from .registry import list_backbones
-
-    name = arch.removeprefix("timm/")
-    if name not in list_backbones():
-        import timm
-
-        if timm.is_model(name) and _pretrained_cfg(name) is not None:
-            return timm_preprocess(name=name)
-    return PreprocessSpec(size=32, resize_size=32)
 
 
 def resolve_pretrained(arch: str, ref: str) -> Path:
