@@ -60,3 +60,22 @@ def test_embeddings_are_cached_separately(resnet20_teacher, samples: list[Sample
     assert emb.shape == (8, 64) and info.computed == 8 and info.path.name == "embeddings.npz"
     again, info2 = teacher_embeddings_for(resnet20_teacher, samples[:8], tmp_path, 8, "cpu", progress=False)
     assert info2.computed == 0 and torch.equal(emb, again)
+
+
+def test_cpu_pass_uses_every_usable_cpu_then_restores(resnet20_teacher, samples: list[Sample], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run training at one thread still computes its (locked, alone) teacher pass on all CPUs it may use."""
+    import distill.cpus
+
+    seen: list[int] = []
+    native = type(resnet20_teacher)._native_logits
+    monkeypatch.setattr(type(resnet20_teacher), "_native_logits",
+                        lambda self, x: (seen.append(torch.get_num_threads()), native(self, x))[1])
+    monkeypatch.setattr(distill.cpus, "usable_cpus", lambda root=None: 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        teacher_logits_for(resnet20_teacher, samples[:8], tmp_path, 4, "cpu", use_cache=False, progress=False)
+        assert seen == [3, 3] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
