@@ -120,6 +120,8 @@ def run_cmd(
     server_max_batch: int = typer.Option(1, help="Server: the worker batches up to this many waiting queries."),
     seed: int = typer.Option(0, help="Seed of the Poisson arrivals."),
     out: Path = typer.Option(Path("runs/bench"), help="Output directory for results.{json,csv,md,png}."),
+    reference: Optional[str] = typer.Option(None, help="Label of the model the others are compared with (e.g. the "
+                                            "teacher): accuracy, SingleStream p50 speed-up and size ratio, per backend."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Benchmark artifacts and checkpoints (SingleStream, Offline, Server) with accuracy and memory."""
@@ -141,6 +143,8 @@ def run_cmd(
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:
         raise ConfigError(f"duplicate model label(s) {', '.join(dup)}: name them with LABEL=PATH")
+    if reference is not None and reference not in labels:
+        raise ConfigError(f"--reference {reference!r} is not one of the models' labels ({', '.join(labels)})")
     for v, name in ((duration, "--duration"), (max_seconds, "--max-seconds"), (count, "--count"),
                     (max_images, "--max-images"), (server_qps, "--server-qps"), (server_bound_ms, "--server-bound-ms"),
                     (server_max_batch, "--server-max-batch"), (threads, "--threads"), (accuracy_limit, "--accuracy-limit")):
@@ -173,6 +177,8 @@ def run_cmd(
         list_images(images, 1)  # fail now, not after loading models
     check_writable(out / "results.json")
     report = run_benchmark(cfg, log=(lambda s: None) if quiet else (lambda s: console.print(s, highlight=False)))
+    if reference is not None:
+        report["reference"] = reference
     _finish(report, out)
 
 

@@ -153,6 +153,43 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def reference_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each other model against ``report["reference"]`` on the same backend: top-1 of both, the SingleStream
+    p50 speed-up (reference p50 / model p50, one run, same inputs) and how many times smaller the file is.
+
+    Rows pair on backend only (a folded fp32 student on ort-cpu against the teacher on ort-cpu); a backend the
+    reference did not run on gives no row."""
+    ref = report.get("reference")
+    if not ref:
+        return []
+    ss: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in report["results"]:
+        if r.get("status") == "ok" and r.get("scenario") == "SingleStream" and r.get("batch_size", 1) == 1:
+            ss.setdefault((r["model"], r["backend"]), r)
+    rows = []
+    for (model, backend), r in ss.items():
+        base = ss.get((ref, backend))
+        if model == ref or base is None:
+            continue
+        ratio = lambda a, b: a / b if a and b else None  # noqa: E731
+        rows.append({"model": model, "reference": ref, "backend": backend, "top1": r.get("top1"),
+                     "reference_top1": base.get("top1"), "p50_ms": r.get("p50_ms"),
+                     "reference_p50_ms": base.get("p50_ms"), "speedup": ratio(base.get("p50_ms"), r.get("p50_ms")),
+                     "size_mb": r.get("size_mb"), "reference_size_mb": base.get("size_mb"),
+                     "size_ratio": ratio(base.get("size_mb"), r.get("size_mb"))})
+    return rows
+
+
+def reference_lines(report: dict[str, Any]) -> list[str]:
+    """One sentence per row of :func:`reference_rows`, the line a person reads at a glance."""
+    pct = lambda v: f"{v * 100:.1f}%" if v is not None else "n/a"  # noqa: E731
+    num = lambda v, d: _fmt(v, d) if v is not None else "n/a"  # noqa: E731
+    return [f"{r['model']} vs {r['reference']} ({r['backend']}): top-1 {pct(r['top1'])} vs {pct(r['reference_top1'])}; "
+            f"SingleStream p50 {num(r['p50_ms'], 3)} vs {num(r['reference_p50_ms'], 3)} ms "
+            f"({num(r['speedup'], 1)}x faster); {num(r['size_mb'], 2)} vs {num(r['reference_size_mb'], 2)} MB "
+            f"({num(r['size_ratio'], 1)}x smaller)" for r in reference_rows(report)]
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     out = [f"<!-- edge_bench {report.get('tool_version')} schema {report['schema_version']} -->", ""]
     out += [f"- {ln}" for ln in header_lines(report)]
@@ -162,6 +199,9 @@ def to_markdown(report: dict[str, Any]) -> str:
                 "| " + " | ".join(SUMMARY_HEADERS) + " |", "|" + "---|" * len(SUMMARY_HEADERS)]
         out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in summary]
         out += ["", "All measurements:"]
+    glance = reference_lines(report)
+    if glance:
+        out[-1:-1] = ["", f"Against {report['reference']} (same run, same inputs):", ""] + [f"- {ln}" for ln in glance]
     auto = winner_lines(report)
     if auto:
         out += ["", f"--backends auto ({report['auto']['rule']}):", ""] + [f"- {ln}" for ln in auto]
@@ -204,6 +244,8 @@ def print_table(report: dict[str, Any], console: Any) -> None:
         console.print(f"[dim]{ln}[/]", highlight=False)
     for ln in winner_lines(report):
         console.print(f"[bold green]{ln}[/]", highlight=False)
+    for ln in reference_lines(report):
+        console.print(f"[bold]{ln}[/]", highlight=False)
     for r in report["results"]:
         if r.get("status") in ("skipped", "error"):
             colour = "yellow" if r["status"] == "skipped" else "red"

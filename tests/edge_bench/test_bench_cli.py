@@ -115,6 +115,7 @@ def test_emulation_is_labelled_everywhere(tiny_artifact: Path, tmp_path: Path, b
     (["run", "-m", "{art}", "--images", "{empty}"], "no images"),
     (["run", "-m", "{art}", "--emulate", "pi-zero"], "unknown --emulate"),
     (["run"], "nothing to benchmark"),
+    (["run", "-m", "s={art}", "--reference", "teacher"], "--reference 'teacher' is not one of the models' labels (s)"),
     (["compare", "{empty}/a.json", "{empty}/b.json"], "report not found"),
     (["http", "--url", "ftp://x", "--images", "{empty}"], "--url must start with http"),
 ])
