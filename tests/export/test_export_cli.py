@@ -59,3 +59,26 @@ def test_distill_export_is_mounted():
 
     res = runner.invoke(distill_app, ["export", "--help"])
     assert res.exit_code == 0 and "onnx" in res.output
+
+
+def test_teacher_export_takes_an_archive_as_train_does(tmp_path: Path, resnet20_weights: Path, cifar_small_dir: Path,
+                                                       monkeypatch):
+    """--verify-dir/--calib-dir accept a .tar.gz of an image folder (the quickstart passes the shared CIFAR tar)."""
+    import tarfile
+
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
+    tar = tmp_path / "imgs.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(cifar_small_dir, arcname="train")
+    res = runner.invoke(app, ["onnx", "--teacher", "cifar_resnet20", "--teacher-kind", "cifar_resnet",
+                              "--teacher-weights", str(resnet20_weights), "--verify-dir", str(tar),
+                              "--max-verify-images", "20", "-o", str(tmp_path / "t.onnx"), "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout[res.stdout.index("{"):])
+    assert payload["report"]["passed"] and payload["report"]["images"] == 20
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not images")
+    res = runner.invoke(app, ["onnx", "--teacher", "cifar_resnet20", "--teacher-kind", "cifar_resnet",
+                              "--teacher-weights", str(resnet20_weights), "--verify-dir", str(bad),
+                              "-o", str(tmp_path / "u.onnx")])
+    assert res.exit_code == 2 and "neither a directory nor a .tar" in res.output
