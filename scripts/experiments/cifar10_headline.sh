@@ -3,7 +3,7 @@
 # same splits, same budget, same seeds), `distill report`, then the best student (by validation accuracy at
 # the first label fraction) exported (--fold-heads for DHO) and benchmarked against the ResNet-56 teacher in one
 # table (SingleStream latency, size, accuracy on the student's held-out test split).
-#   bash scripts/experiments/cifar10_headline.sh                     # ~45 min on 2 cores of a bf16 CPU
+#   bash scripts/experiments/cifar10_headline.sh                     # 60 min on 2 busy cores of an AVX-512 BF16 CPU (docs/results.md 13)
 #   STEPS=150 SEEDS=0 FRACTIONS=0.1 EXTRA="--set data.max_images=5000" OUT=/tmp/headline bash scripts/experiments/cifar10_headline.sh   # reduced
 # Resumable: finished runs are skipped, interrupted ones continue from last.pt.
 # The teacher's split accuracies are on images it was trained on (optimistic); on unseen CIFAR-10 test JPEGs
@@ -37,8 +37,8 @@ for frac in $FRACTIONS; do
     done
   done
 done
-if [ ${#jobs[@]} -gt 0 ]; then  # warm the teacher cache with the first run alone, then the rest in parallel
-  first=${jobs[0]}; bash -c "$first" >/dev/null 2>"$(echo "$first" | sed -E 's/.*--out ([^ ]+).*/\1/').log" || echo "FAILED: $first"
+if [ ${#jobs[@]} -gt 0 ]; then  # warm the teacher cache with the first run alone (on every core), then the rest in parallel
+  first="${jobs[0]} --threads $(nproc)"; bash -c "$first" >/dev/null 2>"$(echo "$first" | sed -E 's/.*--out ([^ ]+).*/\1/').log" || echo "FAILED: $first"
   printf '%s\n' "${jobs[@]:1}" | xargs -r -P "$PARALLEL" -I{} bash -c '{} > /dev/null 2>"$(echo "{}" | sed -E "s/.*--out ([^ ]+).*/\1/").log" || echo "FAILED: {}"'
 fi
 echo "training: $(( $(date +%s) - start )) s"
@@ -64,6 +64,7 @@ fold=""; grep -q '"method": "dho"' "$(dirname "$BEST")/summary.json" && fold="--
 
 # 3. student vs teacher in one table: SingleStream p50, size, accuracy on the student's test split
 "$PY" -m edge_bench run -m "student-resnet20=$OUT/models/student.onnx" -m "teacher-resnet56=$OUT/models/resnet56.onnx" \
-  --backends ort-cpu --scenarios single-stream --batch-sizes 1 --split "$BEST:test" --duration 10 --max-seconds 300 \
+  --reference teacher-resnet56 --backends ort-cpu --scenarios single-stream --batch-sizes 1 --split "$BEST:test" \
+  --duration 10 --max-seconds 300 \
   --out "$OUT/bench"
 echo "total: $(( $(date +%s) - start )) s; load: $(cat /proc/loadavg)"
