@@ -498,6 +498,7 @@ def _summary(run: Run, final: dict[str, Any], best_step: int, last_step: int) ->
             "all_from_cache": bool(infos) and all(int(getattr(i, "computed", 1)) == 0 for i in infos),
             "hits": sum(int(getattr(i, "hits", 0)) for i in infos),
             "computed": sum(int(getattr(i, "computed", 0)) for i in infos),
+            "waited_s": sum(float(getattr(i, "waited_s", 0.0)) for i in infos),  # for a concurrent run's outputs
         },
         "data": run.splits.counts() | {"root": str(run.splits.root), "fingerprint": run.splits.fingerprint()}
         | ({"unlabeled_shards": cfg.data.unlabeled_shards, "unlabeled_streamed": run.pool.num_images}

@@ -161,6 +161,7 @@ def test_vit_student_image_size_as_a_user_types_it(how: str, small_folder: Path,
                             "--batch-size", "4", "--shots", "2", "--cache-dir", str(tmp_path / "cache"),
                             "--no-progress", "--out", str(out)])
     assert code == 0, err[-3000:]
+    assert "; no teacher;" in err  # a supervised run has no teacher cache to report
     from distill.checkpoint import load_checkpoint, student_from_checkpoint
 
     ckpt = load_checkpoint(out / "best.pt")

@@ -107,6 +107,7 @@ def test_baselines_run(method: str, heads: tuple[str, ...], base_args: list[str]
     assert ckpt["method"] == method and tuple(ckpt["student"]["heads"]) == heads and ckpt["blend"] is None
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert set(summary["val"]) == {f"acc_{h}" for h in heads}
+    assert f"(set-up before step 1: {summary['setup_time_s']:.1f} s)" in err  # in the summary a person reads
     events = (tmp_path / "r" / "metrics.jsonl").read_text()
     assert ('"grad_conflict"' in events) == (method == "ce+kd")
     if method != "ce":
