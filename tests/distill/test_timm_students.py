@@ -204,3 +204,23 @@ def test_pretrained_vit_weights_are_resampled_to_the_students_size(tmp_path: Pat
     want = resample_abs_pos_embed(donor.pos_embed, (2, 2), num_prefix_tokens=1)
     assert torch.allclose(got, want, atol=1e-6)
     assert torch.equal(s.backbone.model.patch_embed.proj.weight, donor.patch_embed.proj.weight)
+
+
+def test_timm_student_without_image_size_trains_at_timms_size(small_folder: Path, tmp_path: Path, run_cli) -> None:
+    """``distill train --student lcnet_050`` with no ``--image-size``: the run uses timm's pretrained data config
+    (224 px, its crop, interpolation and mean/std), not CIFAR's 32 px (which it once did silently)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    from distill.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(small_folder), "--method", "ce", "--student", "lcnet_050",
+                            "--steps", "1", "--batch-size", "4", "--shots", "2", "--cache-dir", str(tmp_path / "c"),
+                            "--no-progress", "--set", "plots=false", "--out", str(out)])
+    assert code == 0, err[-3000:]
+    spec = load_checkpoint(out / "best.pt")["preprocess"]
+    dc = resolve_data_config(model=timm.create_model("lcnet_050", pretrained=False))
+    assert spec["size"] == dc["input_size"][1] == 224
+    assert (tuple(spec["mean"]), tuple(spec["std"]), spec["interpolation"]) == (tuple(dc["mean"]), tuple(dc["std"]),
+                                                                                dc["interpolation"])
