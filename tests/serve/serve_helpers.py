@@ -23,6 +23,14 @@ def png_bytes(img: Any, **kw: Any) -> bytes:
     return buf.getvalue()
 
 
+def multipart(data: bytes, name: str = "a.jpg", ctype: str = "image/jpeg",
+              boundary: str = "xBOUNDARYx") -> tuple[bytes, str]:
+    """A hand-built one-file multipart body (field ``file``) and its Content-Type header, for raw-socket tests."""
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def wait_ready(client: Any, timeout: float = 10.0) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
