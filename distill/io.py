@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed process never leaves a half-written checkpoint, artifact or report."""
+"""Atomic file writes (a killed process never leaves a half-written checkpoint, artifact or report) and the
+inter-process lock under which one of several concurrent runs builds a shared cache entry."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -51,6 +53,38 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[float]:
+    """Hold an exclusive lock on ``path`` (``fcntl.flock``: the OS releases it if the holder dies) while building
+    something several processes share (teacher outputs, decoded images): one builds, the others wait, then reuse.
+
+    ``on_wait`` is called once, before blocking, when another process holds the lock; the context yields the
+    seconds spent waiting (0.0 when it was free). Without ``fcntl`` (Windows) nothing is locked: both may build,
+    and atomic writes keep the result whole.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield 0.0
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        waited = 0.0
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            t0 = time.perf_counter()
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            waited = time.perf_counter() - t0
+        try:
+            yield waited
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,4 +1,4 @@
-"""Accuracy on a labeled directory (``DIR/<class name>/<image>``): top-1 and mean per-class accuracy.
+"""Accuracy on a labeled directory (``DIR/<class name>/<image>``): top-1, per-class accuracy, confusion matrix.
 
 Folder names are matched to the model's class names, so a directory with a subset of the classes works and a
 directory of another dataset is reported as skipped (with the reason) instead of producing a wrong number.
@@ -65,9 +65,19 @@ def class_mismatch(samples: Sequence[tuple[Path, str]], class_names: Sequence[st
     return None
 
 
+OTHER_CLASS = "(another class)"
+
+
 def evaluate(predict: Any, samples: Sequence[tuple[Path, str]], class_names: Sequence[str],
              batch_size: int = 64) -> dict[str, Any]:
-    """``predict(paths) -> probs (N, C)``; returns top1, mean per-class accuracy, counts and the class count."""
+    """``predict(paths) -> probs (N, C)``; returns top1, mean per-class accuracy, counts, and the per-class table and
+    confusion matrix of :mod:`distill.report` (what ``distill eval`` reports).
+
+    The matrix covers the classes the labeled set has (a 1000-class model scored on 10 folders gets a 10x10 table,
+    not 1000x1000); predictions of any other class of the model land in one extra ``(another class)`` column.
+    """
+    from distill.report import confusion_matrix, per_class_accuracy
+
     index = {c: i for i, c in enumerate(class_names)}
     y_true = np.array([index[c] for _, c in samples])
     preds: list[np.ndarray] = []
@@ -75,11 +85,20 @@ def evaluate(predict: Any, samples: Sequence[tuple[Path, str]], class_names: Seq
         probs = np.asarray(predict([p for p, _ in samples[i:i + batch_size]]))
         preds.append(probs.argmax(axis=1))
     y_pred = np.concatenate(preds)
-    correct = y_pred == y_true
-    per_class = {class_names[c]: float(correct[y_true == c].mean()) for c in np.unique(y_true)}
+    present = [int(c) for c in np.unique(y_true)]  # model order
+    names = [str(class_names[c]) for c in present]
+    local = {c: i for i, c in enumerate(present)}
+    other = len(present)
+    pred_local = [local.get(int(p), other) for p in y_pred]
+    if other in pred_local:
+        names.append(OTHER_CLASS)
+    matrix = confusion_matrix(pred_local, [local[int(t)] for t in y_true], len(names))
+    per_class = [c for c in per_class_accuracy(matrix, names) if c["images"]]
     return {
-        "top1": float(correct.mean()),
-        "mean_class_acc": float(np.mean(list(per_class.values()))),
+        "top1": float((y_pred == y_true).mean()),
+        "mean_class_acc": float(np.mean([c["accuracy"] for c in per_class])),
         "n": int(len(samples)),
         "classes": len(per_class),
+        "per_class": per_class,
+        "confusion": {"classes": names, "matrix": matrix},
     }

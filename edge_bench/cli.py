@@ -8,7 +8,8 @@ Commands
               all, unavailable ones are listed as skipped with the reason; ``auto``: all available ones, and the
               fastest within 0.3 points of fp32 is named per model and precision) and ``--scenarios`` (single-stream, offline,
               server). ``--data DIR`` (``DIR/<class>/<image>``) or ``--split CKPT[:val|:test]`` (the split a
-              checkpoint records) adds top-1 and mean per-class accuracy; ``--images DIR`` gives the real images
+              checkpoint records) adds top-1, mean per-class accuracy, a per-class table and a confusion matrix
+              per model (``results_confusion_<model>_<backend>_<variant>.png``); ``--images DIR`` gives the real images
               used as inputs. Warm-up (``--warmup``), ``--count`` or ``--duration`` per scenario, and a hard
               ``--max-seconds`` for the whole run (what does not fit is reported as skipped). ``--emulate rpi5|orin-nano`` limits
               threads and pins cores (labelled as emulation everywhere). Writes ``results.{json,csv,md,png}``

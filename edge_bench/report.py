@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -208,6 +209,12 @@ def to_markdown(report: dict[str, Any]) -> str:
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for row in table_rows(report):
         out.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    headers, rows = per_class_table(report)
+    if rows:
+        out += ["", "Per-class accuracy (%, and the class each is most confused with; confusion matrices: "
+                + ", ".join(confusion_png_name(label) for label, _ in _measured(report)) + "):", "",
+                "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
     skipped = [r for r in report["results"] if r.get("status") in ("skipped", "error")]
     if skipped:
         out += ["", "| model | backend | variant | scenario | status | reason |", "|---|---|---|---|---|---|"]
@@ -215,6 +222,46 @@ def to_markdown(report: dict[str, Any]) -> str:
             out.append(f"| {r['model']} | {r['backend']} | {r.get('variant') or ''} | {r.get('scenario') or 'all'} | "
                        f"{r['status']} | {r.get('reason', '')} |")
     return "\n".join(out) + "\n"
+
+
+def _measured(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(model · backend · variant, accuracy)`` of every model entry with a per-class table (reports older than
+    the table have none and are left out)."""
+    out = []
+    for m in report.get("models") or []:
+        acc = m.get("accuracy") or {}
+        if m.get("status") == "ok" and acc.get("per_class"):
+            variant = f" · {m['variant']}" if m.get("variant") not in (None, "artifact") else ""
+            out.append((f"{m['model']} · {m['backend']}{variant}", acc))
+    return out
+
+
+def per_class_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the per-class accuracy table: one row per class of the labeled set, one column per
+    measured (model, backend, variant), each cell the accuracy in % and the class it is most confused with."""
+    measured = _measured(report)
+    classes: dict[str, int] = {}
+    for _, acc in measured:
+        for c in acc["per_class"]:
+            classes.setdefault(c["class"], c["images"])
+    by = [{c["class"]: c for c in acc["per_class"]} for _, acc in measured]
+    rows = []
+    for name, images in classes.items():
+        cells = []
+        for table in by:
+            c = table.get(name)
+            if c is None or c["accuracy"] is None:
+                cells.append("")
+            else:
+                cells.append(f"{100 * c['accuracy']:.2f}" + (f" ({c['most_confused_with']})" if c["most_confused_with"] else ""))
+        rows.append([name, str(images), *cells])
+    return ["class", "images", *(f"{label} %" for label, _ in measured)], rows
+
+
+def confusion_png_name(label: str, stem: str = "results") -> str:
+    """File name of one model's confusion-matrix PNG (``results_confusion_<label>.png``, a safe file name)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label.replace(" · ", "_")).strip("_")
+    return f"{stem}_confusion_{slug}.png"
 
 
 TERMINAL_COLUMNS = ("model", "backend", "variant", "scenario", "batch", "p50 ms", "p90 ms", "p99 ms",
@@ -240,6 +287,14 @@ def print_table(report: dict[str, Any], console: Any) -> None:
     for row in table_rows(report):
         t.add_row(*(row[i] for i in keep))
     console.print(t)
+    headers, rows = per_class_table(report)
+    if rows:
+        pc = Table(title="per-class accuracy % (most confused with)", header_style="bold")
+        for h in headers:
+            pc.add_column(h, justify="left" if h == "class" else "right", overflow="fold")
+        for row in rows:
+            pc.add_row(*row)
+        console.print(pc)
     for ln in header_lines(report):
         console.print(f"[dim]{ln}[/]", highlight=False)
     for ln in winner_lines(report):
@@ -254,7 +309,8 @@ def print_table(report: dict[str, Any], console: Any) -> None:
 
 
 def write_reports(report: dict[str, Any], out_dir: str | Path, stem: str = "results") -> dict[str, Path]:
-    """results.json, results.csv, results.md and (when accuracy was measured) results.png, all atomic."""
+    """results.json, results.csv, results.md and, when accuracy was measured, results.png (accuracy vs latency) and
+    one confusion-matrix PNG per measured model, all atomic."""
     out = Path(out_dir)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}.csv", "md": out / f"{stem}.md"}
     atomic_write_json(paths["json"], report)
@@ -265,4 +321,11 @@ def write_reports(report: dict[str, Any], out_dir: str | Path, stem: str = "resu
     png = plot_pareto(report, out / f"{stem}.png")
     if png:
         paths["png"] = png
+    from distill.report import write_confusion_png
+
+    for label, acc in _measured(report):
+        conf = acc["confusion"]
+        paths[f"confusion {label}"] = write_confusion_png(
+            conf["matrix"], conf["classes"], out / confusion_png_name(label, stem),
+            title=f"{label} on {acc['n']} labeled images")
     return paths

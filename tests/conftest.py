@@ -67,6 +67,14 @@ def resnet20_weights() -> Path:
 
 
 @pytest.fixture(scope="session")
+def resnet20_teacher(resnet20_weights: Path):
+    """The real CIFAR ResNet-20 teacher (shared weights), built once per session."""
+    from distill.teachers import TeacherConfig, create_teacher
+
+    return create_teacher(TeacherConfig(name="cifar_resnet20", weights=str(resnet20_weights)), CIFAR_CLASSES)
+
+
+@pytest.fixture(scope="session")
 def cifar_small_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageFolder of 30 real CIFAR-10 JPEGs per class (300 images)."""
     tar = _require(CIFAR_TAR)

@@ -145,9 +145,13 @@ def _print_summary(summary: dict[str, Any], out_dir: Path) -> None:
     table.add_row("teacher", _pct(summary["teacher"]["val_acc"]), _pct(summary["teacher"]["test_acc"]), "")
     console.print(table)
     tc = summary["teacher_cache"]
+    setup = summary.get("setup_time_s")
+    waited = f", {tc['waited_s']:.0f} s of it waiting for another run's teacher outputs" if tc.get("waited_s") else ""
+    teacher = (f"teacher cache {'on' if tc['enabled'] else 'off'} ({tc['hits']} hits, {tc['computed']} computed)"
+               if summary["teacher"].get("kind") or tc["hits"] or tc["computed"] else "no teacher")
     console.print(f"{summary['s_per_step'] or 0:.3f} s/step, {summary['images_per_s'] or 0:.0f} img/s, "
-                  f"wall {summary['wall_time_s']:.0f} s; teacher cache {'on' if tc['enabled'] else 'off'} "
-                  f"({tc['hits']} hits, {tc['computed']} computed); skipped images: {summary['skipped_images']}")
+                  f"wall {summary['wall_time_s']:.0f} s (set-up before step 1: {setup or 0:.1f} s{waited}); "
+                  f"{teacher}; skipped images: {summary['skipped_images']}")
 
 
 def config_default(dotted: str) -> Any:

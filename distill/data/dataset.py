@@ -8,19 +8,22 @@ same JPEG again at every step.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..io import file_lock
 from .scan import Sample
 from .transforms import Transform
+
+log = logging.getLogger(__name__)
 
 #: Bump when the decoded array's content would change for the same images (decoder, layout).
 DECODED_FORMAT = 1
@@ -77,23 +80,6 @@ def decoded_key(samples: Sequence[Sample]) -> str:
     return h.hexdigest()[:32]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (one process decodes a given array; the others wait, then reuse it)."""
-    try:
-        import fcntl
-    except ImportError:  # no fcntl (Windows): no locking, the atomic rename still keeps the array whole
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def decoded_images(samples: Sequence[Sample], cache_dir: str | Path, max_side: int = MAX_DECODED_SIDE,
                    chunk: int = 2048, progress: Callable[[int, int], None] | None = None) -> np.ndarray | None:
     """The samples decoded (:func:`distill.preprocess.load_image`, the JPEG path's decoder) into a read-only
@@ -111,7 +97,9 @@ def decoded_images(samples: Sequence[Sample], cache_dir: str | Path, max_side: i
         return np.load(final, mmap_mode="r")
     if skip.exists():
         return None
-    with _locked(root / f"{key}.lock"):
+    lock = root / f"{key}.lock"
+    with file_lock(lock, on_wait=lambda: log.warning("another run is decoding these images (%s): waiting to reuse "
+                                                     "them", lock)):
         if final.exists():  # another run finished it while we waited
             return np.load(final, mmap_mode="r")
         return _build(samples, final, partial, state, skip, max_side, chunk, progress)

@@ -6,6 +6,7 @@ backbone registers itself with :func:`register_backbone` and never touches the f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +19,8 @@ from .student import HEADS_BY_METHOD, Student, StudentSpec
 from ..preprocess import PreprocessSpec
 from .timm_backbone import (TimmBackbone, _pretrained_cfg, create_timm_backbone, read_state_dict, resolve_pretrained,
                             timm_preprocess)
+
+log = logging.getLogger(__name__)
 
 BackboneFn = Callable[..., tuple[nn.Module, int]]
 _BACKBONES: dict[str, BackboneFn] = {}
@@ -80,16 +83,32 @@ def default_student_preprocess(arch: str) -> PreprocessSpec:
     return PreprocessSpec(size=32, resize_size=32)
 
 
+def input_size_kwargs(arch: str, size: int | None) -> dict[str, Any]:
+    """``{"img_size": size}`` for a timm model whose input size is fixed when it is built (ViT, DeiT, Swin, LeViT,
+    EfficientViT: position embeddings sized to the image) and ``size`` is not its default; convolutional models
+    take any size and get nothing. Without it a ViT student trained at 32 px fails at step 0."""
+    name = arch.removeprefix("timm/")
+    if size is None or name in _BACKBONES:
+        return {}
+    cfg = _pretrained_cfg(name)
+    if cfg is None or not getattr(cfg, "fixed_input_size", False) or tuple(cfg.input_size[1:]) == (size, size):
+        return {}
+    return {"img_size": int(size)}
+
+
 def create_student(
     arch: str,
     num_classes: int,
     method: str = "dho",
     heads: tuple[str, ...] | None = None,
     weights: str | Path | None = None,
+    input_size: int | None = None,
     **arch_kwargs: Any,
 ) -> Student:
     """Build a student; ``weights`` optionally initialises the backbone (heads stay fresh): a local file, a timm
-    pretrained name (``mobilenetv3_small_100.lamb_in1k``) or an ``hf-hub:`` id found in timm's local cache."""
+    pretrained name (``mobilenetv3_small_100.lamb_in1k``) or an ``hf-hub:`` id found in timm's local cache.
+    ``input_size`` is the side it will be fed (:func:`input_size_kwargs`; recorded in the spec's ``arch_kwargs``)."""
+    arch_kwargs = {**input_size_kwargs(arch, input_size), **arch_kwargs}
     if heads is None:
         if method not in HEADS_BY_METHOD:
             raise ModelError(f"unknown method {method!r}; choose from {', '.join(HEADS_BY_METHOD)}")
@@ -126,10 +145,32 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, arch: str | Non
     target = backbone.net if isinstance(backbone, _CifarBackbone) else (
         backbone.model if isinstance(backbone, TimmBackbone) else backbone)
     own = target.state_dict()
+    if isinstance(backbone, TimmBackbone) and any(k in own and own[k].shape != v.shape for k, v in state.items()):
+        state = _timm_checkpoint_filter(state, target)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
         raise ModelError(f"no tensor in {file} fits the backbone (wrong architecture?)")
+    misfit = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if misfit:
+        log.warning("%d tensor(s) of %s do not fit the backbone and keep their random init: %s", len(misfit), file,
+                    ", ".join(misfit[:5]) + (" ..." if len(misfit) > 5 else ""))
     target.load_state_dict(usable, strict=False)
+
+
+def _timm_checkpoint_filter(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """timm's own ``checkpoint_filter_fn`` of the model's module (resamples a ViT's position embeddings to the
+    size it was built at, as ``timm.create_model(..., pretrained=True, img_size=...)`` does); unchanged without one."""
+    import sys
+
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        return dict(fn(dict(state), model))
+    except Exception as e:  # noqa: BLE001 - a filter that cannot handle this file: fall back to shape matching
+        log.warning("timm's checkpoint filter for %s failed (%s): loading the tensors that fit", type(model).__name__,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return state
 
 
 def create_cifar_resnet_classifier(depth: int, num_classes: int = 10, weights: str | Path | None = None) -> CifarResNet:

@@ -43,7 +43,11 @@ def create_timm_backbone(name: str, **kwargs: Any) -> tuple[nn.Module, int]:
 
     if not timm.is_model(name):
         raise ModelError(f"unknown model {name!r}: not a timm model")
-    backbone = TimmBackbone(timm.create_model(name, pretrained=False, num_classes=0, **kwargs))
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except TypeError as e:  # e.g. img_size for a model that does not take it
+        raise ModelError(f"timm model {name} cannot be built with {kwargs}: {e}") from None
+    backbone = TimmBackbone(model)
     return backbone, backbone.feature_dim
 
 

@@ -89,7 +89,7 @@ def run(data: Path, teacher_name: str, teacher_weights: str | None, student_arch
 
     def fresh_student() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(seed)
-        s = create_student(student_arch, len(names), "dho")
+        s = create_student(student_arch, len(names), "dho", input_size=image_size)
         return s, torch.optim.AdamW(s.parameters(), lr=1e-3)
 
     def loader(with_teacher: bool) -> DataLoader:

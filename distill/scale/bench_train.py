@@ -32,7 +32,7 @@ def bare_loop(arch: str, image_size: int, batch_half: int, num_classes: int = 10
     use_amp = {"auto": "bf16" if dev.type == "cuda" else "off"}.get(amp, amp)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(use_amp)
     torch.manual_seed(0)
-    student = create_student(arch, num_classes, method).to(dev)
+    student = create_student(arch, num_classes, method, input_size=image_size).to(dev)
     if channels_last:
         student = student.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, foreach=dev.type == "cuda")

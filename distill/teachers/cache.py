@@ -6,8 +6,9 @@ atomically (merged with what another process may have added meanwhile), so a kil
 cache and a second run, or every later epoch, skips the teacher for images it has seen.
 
 Concurrent runs share the work: computing missing rows happens under an exclusive lock on ``<output>.npz.lock``
-(``fcntl.flock``; released by the OS if the holder dies), and a run that had to wait re-reads the store first, so
-two runs started side by side compute the teacher's outputs once and the second one reuses them.
+(:func:`distill.io.file_lock`; released by the OS if the holder dies), and a run that had to wait re-reads the
+store first, so two runs started side by side compute the teacher's outputs once and the second one reuses them
+(``CacheInfo.waited_s`` says how long it waited).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..data.config import default_cache_dir
 from ..data.scan import Sample
-from ..io import atomic_path, atomic_write_json, sha256_file
+from ..io import atomic_path, atomic_write_json, file_lock, sha256_file
 from .base import Teacher
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,11 @@ class CacheInfo:
     hits: int
     computed: int
     path: Path | None
+    waited_s: float = 0.0  # for another run computing the same outputs (the lock)
 
     def as_dict(self) -> dict[str, object]:
         return {"used_cache": self.used_cache, "hits": self.hits, "computed": self.computed,
-                "path": None if self.path is None else str(self.path)}
+                "path": None if self.path is None else str(self.path), "waited_s": self.waited_s}
 
 
 def store_path(teacher: Teacher, output: str, cache_dir: str | Path | None = None) -> Path:
@@ -125,9 +127,11 @@ def _outputs_for(
     digests = np.array([(s.digest or sha256_file(s.path)).encode() for s in samples], dtype="S64")
     path = store_path(teacher, output, cache_dir) if use_cache else None
     cached_d, cached_v, hit_rows, todo = _lookup(path, digests)
-    new_v = None
+    new_v, waited = None, 0.0
     if todo:
-        with _store_lock(path):
+        with _store_lock(path) as waited:
+            if waited >= 0.05:  # not for the other run's brief re-read of a store it found complete
+                log.warning("teacher outputs lock acquired after %.1f s", waited)
             if path is not None:  # another run may have computed them while this one waited for the lock
                 cached_d, cached_v, hit_rows, todo = _lookup(path, digests)
             new_v = _run(teacher, fn, [samples[i] for i in todo.values()], batch_size, dev, num_workers, progress,
@@ -140,7 +144,8 @@ def _outputs_for(
     for i, (d, r) in enumerate(zip(digests.tolist(), hit_rows)):
         out[i] = cached_v[r] if r is not None else new_v[new_row[d]]  # type: ignore[index]
     hits = sum(r is not None for r in hit_rows)
-    return torch.from_numpy(out), CacheInfo(used_cache=use_cache, hits=hits, computed=len(todo), path=path)
+    return torch.from_numpy(out), CacheInfo(used_cache=use_cache, hits=hits, computed=len(todo), path=path,
+                                            waited_s=waited)
 
 
 def _lookup(path: Path | None, digests: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[int | None],
@@ -156,30 +161,13 @@ def _lookup(path: Path | None, digests: np.ndarray) -> tuple[np.ndarray, np.ndar
     return cached_d, cached_v, hit_rows, todo
 
 
-@contextlib.contextmanager
-def _store_lock(path: Path | None):  # -> Iterator[None]
-    """Exclusive inter-process lock for computing a store's missing rows (a no-op without a cache or fcntl)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: concurrent runs may both compute (still correct)
-        fcntl = None  # type: ignore[assignment]
-    if path is None or fcntl is None:
-        yield
-        return
+def _store_lock(path: Path | None) -> Any:
+    """The inter-process lock for computing a store's missing rows (:func:`distill.io.file_lock`; no store, no lock)."""
+    if path is None:
+        return contextlib.nullcontext(0.0)
     lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("another run is computing these teacher outputs (%s): waiting to reuse them", lock)
-            t0 = time.perf_counter()
-            fcntl.flock(f, fcntl.LOCK_EX)
-            log.warning("teacher outputs lock acquired after %.1f s", time.perf_counter() - t0)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return file_lock(lock, on_wait=lambda: log.warning("another run is computing these teacher outputs (%s): "
+                                                       "waiting to reuse them", lock))
 
 
 def teacher_logits_for(

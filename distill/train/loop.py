@@ -234,7 +234,8 @@ def _setup_teacher_and_method(cfg: TrainConfig, out: Path, ctx: Any, device: tor
 def _setup_student(run: Run) -> None:
     cfg = run.cfg
     torch.manual_seed(cfg.seed)  # the init must not depend on how much RNG the data/teacher setup consumed
-    run.student = run.method.create_student(cfg.student.arch, run.splits.num_classes, cfg.student.weights).to(run.device)
+    run.student = run.method.create_student(cfg.student.arch, run.splits.num_classes, cfg.student.weights,
+                                            run.spec.size).to(run.device)
     if run.memory_format is torch.channels_last:
         run.student = run.student.to(memory_format=torch.channels_last)
     run.model = run.ctx.wrap(run.student, run.device)  # DDP when distributed (forward/backward); `student` for state
@@ -497,6 +498,7 @@ def _summary(run: Run, final: dict[str, Any], best_step: int, last_step: int) ->
             "all_from_cache": bool(infos) and all(int(getattr(i, "computed", 1)) == 0 for i in infos),
             "hits": sum(int(getattr(i, "hits", 0)) for i in infos),
             "computed": sum(int(getattr(i, "computed", 0)) for i in infos),
+            "waited_s": sum(float(getattr(i, "waited_s", 0.0)) for i in infos),  # for a concurrent run's outputs
         },
         "data": run.splits.counts() | {"root": str(run.splits.root), "fingerprint": run.splits.fingerprint()}
         | ({"unlabeled_shards": cfg.data.unlabeled_shards, "unlabeled_streamed": run.pool.num_images}

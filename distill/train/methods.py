@@ -69,7 +69,8 @@ class TrainMethod:
     def attach_teacher(self, teacher_logits: TeacherLogits, use_unlabeled: bool, device: torch.device) -> None:
         """Compute (once) the teacher targets of the training streams."""
 
-    def create_student(self, arch: str, num_classes: int, weights: Any) -> torch.nn.Module:
+    def create_student(self, arch: str, num_classes: int, weights: Any, input_size: int | None = None) -> torch.nn.Module:
+        """The student, built for ``input_size`` px inputs (a ViT's position embeddings depend on it)."""
         raise NotImplementedError
 
     def loss(self, heads: dict[str, torch.Tensor], batch: Batch) -> StepLoss:
@@ -109,10 +110,10 @@ class LogitsMethod(TrainMethod):
         self.t_lab = t_lab.to(device) if t_lab is not None else None
         self.t_unl = t_unl.to(device) if t_unl is not None else None
 
-    def create_student(self, arch: str, num_classes: int, weights: Any) -> torch.nn.Module:
+    def create_student(self, arch: str, num_classes: int, weights: Any, input_size: int | None = None) -> torch.nn.Module:
         from ..models import create_student
 
-        return create_student(arch, num_classes, self.name, weights=weights)
+        return create_student(arch, num_classes, self.name, weights=weights, input_size=input_size)
 
     def loss(self, heads: dict[str, torch.Tensor], batch: Batch) -> StepLoss:
         n_l, dev = batch.n_labeled, batch.x.device
@@ -163,10 +164,10 @@ class VLMethod(TrainMethod):
         self.task, self.spec, self.heads = task, spec, (EMBED_HEAD,)
         self.labeled, self.unlabeled = task.data.labeled, task.data.unlabeled
 
-    def create_student(self, arch: str, num_classes: int, weights: Any) -> torch.nn.Module:
+    def create_student(self, arch: str, num_classes: int, weights: Any, input_size: int | None = None) -> torch.nn.Module:
         from ..vl import create_embedding_student
 
-        return create_embedding_student(arch, self.task.embed_dim, weights=weights)
+        return create_embedding_student(arch, self.task.embed_dim, weights=weights, input_size=input_size)
 
     def loss(self, heads: dict[str, torch.Tensor], batch: Batch) -> StepLoss:
         s_emb = torch.nn.functional.normalize(heads[self.heads[0]].float(), dim=-1)

@@ -203,6 +203,83 @@ def test_decoded_images_are_keyed_by_content_atomic_and_resumable(real_jpegs: li
     assert np.array_equal(arr2[9], np.asarray(load_image(real_jpegs[15]).convert("RGB")))
 
 
+def test_concurrent_decodes_build_once_and_the_waiter_reuses(real_jpegs: list[Path], tmp_path: Path) -> None:
+    """Two runs decoding the same images at once: the second waits on the lock (and says so), then reuses the
+    first one's array without decoding anything. Ordered with events, never sleeps (flock locks are per open file,
+    so two threads of one process exclude each other as two processes do)."""
+    import logging
+    import threading
+
+    from distill.data import decoded_images
+
+    samples = _samples(real_jpegs[:8])
+    first_chunk, release, waiting = threading.Event(), threading.Event(), threading.Event()
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "another run is decoding these images" in record.getMessage():
+                waiting.set()
+
+    def hold(done: int, n: int) -> None:  # the first run, inside the lock after its first chunk
+        first_chunk.set()
+        assert release.wait(30)
+
+    results: dict[str, object] = {}
+    second_progress: list[int] = []
+    a = threading.Thread(target=lambda: results.update(a=decoded_images(samples, tmp_path, chunk=4, progress=hold)))
+    b = threading.Thread(target=lambda: results.update(
+        b=decoded_images(samples, tmp_path, chunk=4, progress=lambda done, n: second_progress.append(done))))
+    handler = Said()
+    logger = logging.getLogger("distill.data.dataset")
+    logger.addHandler(handler)
+    try:
+        a.start()
+        assert first_chunk.wait(30)
+        b.start()
+        assert waiting.wait(30)  # the second run blocks on the lock the first one holds
+        release.set()
+        a.join(30)
+        b.join(30)
+    finally:
+        release.set()
+        logger.removeHandler(handler)
+    assert second_progress == []  # decoded nothing itself
+    assert np.array_equal(results["a"], results["b"])
+
+
+def test_file_lock_yields_the_wait_and_calls_on_wait_once(tmp_path: Path) -> None:
+    import threading
+
+    from distill.io import file_lock
+
+    lock = tmp_path / "sub" / "x.lock"
+    held, waiting, release = threading.Event(), threading.Event(), threading.Event()
+    got: list[float] = []
+
+    def holder() -> None:
+        with file_lock(lock) as waited:
+            got.append(waited)
+            held.set()
+            assert release.wait(30)
+
+    def waiter() -> None:
+        with file_lock(lock, on_wait=waiting.set) as waited:
+            got.append(waited)
+
+    t1 = threading.Thread(target=holder)
+    t1.start()
+    assert held.wait(30)
+    t2 = threading.Thread(target=waiter)
+    t2.start()
+    assert waiting.wait(30)
+    release.set()
+    t1.join(30)
+    t2.join(30)
+    assert got[0] == 0.0 and got[1] > 0.0 and len(got) == 2
+    with file_lock(lock, on_wait=lambda: pytest.fail("the lock is free")) as waited:
+        assert waited == 0.0
+
+
 def test_decoded_images_refuses_mixed_or_large_images(real_jpegs: list[Path], tmp_path: Path) -> None:
     from distill.data import create_train_dataset, decoded_images
 

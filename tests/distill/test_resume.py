@@ -17,14 +17,6 @@ pytestmark = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cli(args: list[str]) -> None:
-    from distill.cli import app
-
-    with pytest.raises(SystemExit) as exc:
-        app(args=args, prog_name="distill")
-    assert exc.value.code in (0, None)
-
-
 def _args(cifar_small_dir: Path, resnet56_weights: Path, cache: Path, out: Path) -> list[str]:
     return ["train", "--data", str(cifar_small_dir), "--shots", "2", "--teacher", "cifar_resnet56",
             "--teacher-weights", str(resnet56_weights), "--student", "cifar_resnet8", "--batch-size", "8",
@@ -46,16 +38,17 @@ def _same_weights(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(cifar_small_dir: Path, resnet56_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def reference(cifar_small_dir: Path, resnet56_weights: Path, tmp_path_factory: pytest.TempPathFactory,
+              distill_main) -> tuple[Path, Path]:
     cache = tmp_path_factory.getbasetemp() / "distill_train_cache"  # shared with test_train.py
     cache.mkdir(exist_ok=True)
     out = tmp_path_factory.mktemp("ref") / "run"
-    _cli(_args(cifar_small_dir, resnet56_weights, cache, out))
+    assert distill_main(_args(cifar_small_dir, resnet56_weights, cache, out)) == 0
     return out, cache
 
 
 def test_killed_run_resumes_identically(reference: tuple[Path, Path], cifar_small_dir: Path, resnet56_weights: Path,
-                                        tmp_path: Path) -> None:
+                                        tmp_path: Path, distill_main) -> None:
     from distill.train.loop import KILL_ENV
 
     ref, cache = reference
@@ -67,7 +60,7 @@ def test_killed_run_resumes_identically(reference: tuple[Path, Path], cifar_smal
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
     assert not (out / "summary.json").exists()
 
-    _cli(["train", "--resume", "--out", str(out)])
+    assert distill_main(["train", "--resume", "--out", str(out)]) == 0
     _same_weights(ref / "last.pt", out / "last.pt")
     _same_weights(ref / "best.pt", out / "best.pt")
     assert _val_events(ref) == _val_events(out)
@@ -75,32 +68,28 @@ def test_killed_run_resumes_identically(reference: tuple[Path, Path], cifar_smal
 
 
 def test_max_steps_stop_then_resume_is_identical(reference: tuple[Path, Path], cifar_small_dir: Path,
-                                                 resnet56_weights: Path, tmp_path: Path) -> None:
+                                                 resnet56_weights: Path, tmp_path: Path, distill_main) -> None:
     ref, cache = reference
     out = tmp_path / "stopped"
-    _cli([*_args(cifar_small_dir, resnet56_weights, cache, out), "--max-steps", "3"])
+    assert distill_main([*_args(cifar_small_dir, resnet56_weights, cache, out), "--max-steps", "3"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert not summary["completed"] and summary["steps"] == 3
-    _cli(["train", "--resume", "--out", str(out), "--max-steps", "0"])
+    assert distill_main(["train", "--resume", "--out", str(out), "--max-steps", "0"]) == 0
     _same_weights(ref / "last.pt", out / "last.pt")
     assert _val_events(ref) == _val_events(out)
 
 
-def test_resume_refuses_a_different_config(reference: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    from distill.cli import app
-
+def test_resume_refuses_a_different_config(reference: tuple[Path, Path], run_cli) -> None:
     ref, _ = reference
-    with pytest.raises(SystemExit) as exc:
-        app(args=["train", "--resume", "--out", str(ref), "--method", "kd"], prog_name="distill")
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and "cannot resume" in err and "method" in err
-    with pytest.raises(SystemExit) as exc:  # an existing run is not silently overwritten
-        app(args=["train", "--config", str(ref / "config.yaml")], prog_name="distill")
-    assert exc.value.code == 2 and "--resume" in capsys.readouterr().err
+    code, _, err = run_cli(["train", "--resume", "--out", str(ref), "--method", "kd"])
+    assert code == 2 and "cannot resume" in err and "method" in err
+    code, _, err = run_cli(["train", "--config", str(ref / "config.yaml")])  # an existing run is not overwritten
+    assert code == 2 and "--resume" in err
 
 
 def test_interrupt_saves_a_resumable_checkpoint_and_says_so(reference: tuple[Path, Path], cifar_small_dir: Path,
-                                                            resnet56_weights: Path, tmp_path: Path) -> None:
+                                                            resnet56_weights: Path, tmp_path: Path,
+                                                            distill_main) -> None:
     """A real SIGINT (Ctrl-C) after step 3: last.pt at step 3 (checkpoint_every=2 would have left step 2), one
     line naming it, exit 130; the resumed run ends exactly as the uninterrupted one."""
     from distill.train.hooks import SIGNAL_ENV
@@ -115,7 +104,7 @@ def test_interrupt_saves_a_resumable_checkpoint_and_says_so(reference: tuple[Pat
     assert len(said) == 1 and "SIGINT after step 3/6" in said[0] and "last.pt" in said[0] and "--resume" in said[0]
     assert torch.load(out / "last.pt", weights_only=True)["step"] == 3
     assert not (out / "summary.json").exists()
-    _cli(["train", "--resume", "--out", str(out)])
+    assert distill_main(["train", "--resume", "--out", str(out)]) == 0
     _same_weights(ref / "last.pt", out / "last.pt")
     assert _val_events(ref) == _val_events(out)
 

@@ -13,12 +13,6 @@ from distill.teachers import TeacherConfig, create_teacher, teacher_embeddings_f
 
 
 @pytest.fixture(scope="module")
-def resnet20_teacher(resnet20_weights: Path) -> "torch.nn.Module":
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    return create_teacher(TeacherConfig(name="cifar_resnet20", weights=str(resnet20_weights)), names)
-
-
-@pytest.fixture(scope="module")
 def samples(cifar_small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Sample]:
     _, all_samples = list_image_folder(cifar_small_dir)
     kept, _ = verify_samples(all_samples[::6], cifar_small_dir, tmp_path_factory.mktemp("scan"))

@@ -42,7 +42,8 @@ class Counting(Teacher):
 names, samples = list_image_folder(sys.argv[1])
 t0 = time.perf_counter()
 logits, info = teacher_logits_for(Counting(), samples, sys.argv[2], 4, "cpu", progress=False)
-print(json.dumps({"computed": info.computed, "hits": info.hits, "seconds": time.perf_counter() - t0,
+print(json.dumps({"computed": info.computed, "hits": info.hits, "waited_s": info.waited_s,
+                  "seconds": time.perf_counter() - t0,
                   "sum": float(logits.sum())}), flush=True)
 '''
 
@@ -84,4 +85,5 @@ def test_second_run_waits_for_the_first_and_reuses_its_outputs(images: Path, tmp
     ra, rb = json.loads(out_a.strip().splitlines()[-1]), json.loads(out_b.strip().splitlines()[-1])
     assert ra["computed"] == 12 and ra["hits"] == 0
     assert rb["computed"] == 0 and rb["hits"] == 12  # computed once, for both runs
+    assert ra["waited_s"] == 0.0 and rb["waited_s"] > 0.0  # the wait is reported (it ends the summary's set-up line)
     assert rb["sum"] == ra["sum"]

@@ -1,4 +1,4 @@
-"""``distill teacher-eval`` through a fresh DistillTyper app (the full ``distill`` app also needs train/eval)."""
+"""``distill teacher-eval``: reports, the folder/class checks and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from distill.cli_base import DistillTyper
-from distill.commands import teacher as teacher_cmd
-
 
 class Result:
     def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
@@ -17,25 +14,12 @@ class Result:
 
 
 @pytest.fixture()
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Call the app as the console script does (DistillTyper.__call__ turns DistillErrors into exit 2)."""
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli):
+    """``distill teacher-eval ARGS`` in-process (conftest's ``run_cli``), with a cache directory of its own."""
     monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path / "cache"))
-    app = DistillTyper()
-    teacher_cmd.register(app)
-
-    @app.callback()
-    def _root() -> None:  # keep "teacher-eval" a sub-command, as in the real app
-        pass
 
     def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        try:
-            app(["teacher-eval", *args], prog_name="distill")
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
+        return Result(*run_cli(["teacher-eval", *args]))
 
     return invoke
 

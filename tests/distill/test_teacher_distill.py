@@ -18,16 +18,6 @@ pytestmark = pytest.mark.realdata
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from distill.cli import app
-
-    with pytest.raises(SystemExit) as exc:
-        app(args=args, prog_name="distill")
-    captured = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def data_args(cifar_small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     cache = tmp_path_factory.mktemp("distill_teacher_cache")
@@ -36,14 +26,10 @@ def data_args(cifar_small_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def ce_run(data_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ce_run(data_args: list[str], tmp_path_factory: pytest.TempPathFactory, distill_main) -> Path:
     """A supervised run with no teacher at all (the new user's 'train a teacher' step)."""
-    from distill.cli import app
-
     out = tmp_path_factory.mktemp("ce") / "run"
-    with pytest.raises(SystemExit) as exc:
-        app(args=["train", *data_args, "--method", "ce", "--steps", "6", "--out", str(out)], prog_name="distill")
-    assert exc.value.code in (0, None)
+    assert distill_main(["train", *data_args, "--method", "ce", "--steps", "6", "--out", str(out)]) == 0
     return out
 
 
@@ -56,19 +42,17 @@ def test_ce_needs_no_teacher(ce_run: Path) -> None:
     assert load_checkpoint(ce_run / "best.pt")["teacher"] is None
 
 
-def test_distilling_methods_still_need_a_teacher(data_args: list[str], tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["train", *data_args, "--method", "dho", "--steps", "1", "--out", str(tmp_path / "r")],
-                           capsys)
+def test_distilling_methods_still_need_a_teacher(data_args: list[str], tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli(["train", *data_args, "--method", "dho", "--steps", "1", "--out", str(tmp_path / "r")])
     assert code == 2 and "method dho needs a teacher" in err
 
 
 def test_distill_checkpoint_teacher_matches_distill_eval_exactly(
-    ce_run: Path, data_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ce_run: Path, data_args: list[str], tmp_path: Path, run_cli
 ) -> None:
     best = ce_run / "best.pt"
     assert resolve_kind(TeacherConfig(weights=str(best))) == "distill"  # auto recognises it
-    code, out, _ = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--json"], capsys)
+    code, out, _ = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--json"])
     assert code == 0
     report = json.loads(out)
     eval_acc = next(r["accuracy"] for r in report["results"] if r["model"] == "h_ce")
@@ -77,12 +61,12 @@ def test_distill_checkpoint_teacher_matches_distill_eval_exactly(
     assert sum(c["correct"] for c in pc["classes"]) / sum(c["images"] for c in pc["classes"]) == pytest.approx(eval_acc)
     assert sum(map(sum, pc["confusion"])) == report["images"]
     png = tmp_path / "confusion.png"
-    code, _, err = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--confusion-png", str(png)], capsys)
+    code, _, err = run_cli(["eval", "--checkpoint", str(best), "--split", "test", "--confusion-png", str(png)])
     assert code == 0 and png.stat().st_size > 0 and "per class (h_ce)" in err
 
     run = tmp_path / "dho"
     code, _, err = run_cli(["train", *data_args, "--method", "dho", "--steps", "2", "--teacher-kind", "distill",
-                            "--teacher-weights", str(best), "--out", str(run)], capsys)
+                            "--teacher-weights", str(best), "--out", str(run)])
     assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["teacher"]["kind"] == "distill" and summary["teacher"]["name"] == "cifar_resnet8"

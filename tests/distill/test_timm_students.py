@@ -81,6 +81,14 @@ def test_timm_student_default_preprocessing_comes_from_timm() -> None:
     small = StudentConfig(arch="mobilenetv3_small_100", size=112).preprocess_spec()  # size given: timm's crop/interp
     assert (small.size, small.resize_size, small.interpolation) == (112, 128, "bicubic")
     assert StudentConfig(arch="cifar_resnet20").preprocess_spec() == PreprocessSpec(size=32, resize_size=32)
+    import timm
+    from timm.data import resolve_data_config
+
+    for arch in ("vit_tiny_patch16_224", "mobilenetv3_small_100"):  # size, crop and normalisation: timm's own
+        dc = resolve_data_config(model=timm.create_model(arch, pretrained=False))
+        spec = StudentConfig(arch=arch).preprocess_spec()
+        assert (spec.size, spec.mean, spec.std, spec.interpolation) == (dc["input_size"][1], tuple(dc["mean"]),
+                                                                         tuple(dc["std"]), dc["interpolation"]), arch
 
 
 def test_pretrained_student_weights_resolve_through_timms_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,3 +128,99 @@ def test_checkpoints_from_before_the_head_api_still_load() -> None:
     again = create_student("resnet18", 3, "dho")
     again.load_state_dict(legacy)
     assert torch.equal(again.backbone.model.conv1.weight, s.backbone.model.conv1.weight)
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labeled ImageFolder of 3 classes x 10 small RGB images: enough for train/val/test splits with 2 shots."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(1)
+    for c in CLASSES:
+        (root / c).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("how", ["option", "config"])
+def test_vit_student_image_size_as_a_user_types_it(how: str, small_folder: Path, tmp_path: Path, run_cli) -> None:
+    """``distill train --student vit_tiny_patch16_224 --image-size 32`` (or ``student.size: 32`` in the YAML):
+    the ViT is built with ``img_size=32`` (its position embeddings; without it step 0 fails with 'Input height (32)
+    doesn't match model (224)'), trains 2 steps, and its checkpoint exports and passes the parity gate."""
+    import json
+
+    out = tmp_path / "run"
+    size_args = ["--image-size", "32"]
+    if how == "config":
+        cfg = tmp_path / "vit.yaml"
+        cfg.write_text("student:\n  arch: vit_tiny_patch16_224\n  size: 32\n")
+        size_args = ["--config", str(cfg)]
+    else:
+        size_args = ["--student", "vit_tiny_patch16_224", *size_args]
+    code, _, err = run_cli(["train", "--data", str(small_folder), "--method", "ce", *size_args, "--steps", "2",
+                            "--batch-size", "4", "--shots", "2", "--cache-dir", str(tmp_path / "cache"),
+                            "--no-progress", "--out", str(out)])
+    assert code == 0, err[-3000:]
+    assert "; no teacher;" in err  # a supervised run has no teacher cache to report
+    from distill.checkpoint import load_checkpoint, student_from_checkpoint
+
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["student"]["arch_kwargs"] == {"img_size": 32} and ckpt["preprocess"]["size"] == 32
+    assert ckpt["step"] == 2
+    student, _ = student_from_checkpoint(ckpt)  # rebuilt from the spec at 32 px (export and eval do this)
+    assert tuple(student.backbone.model.patch_embed.img_size) == (32, 32)
+    code, out_json, err = run_cli(["export", "onnx", "-c", str(out / "best.pt"), "-o", str(tmp_path / "vit.onnx"),
+                                   "--opset", "17", "--verify-dir", str(small_folder), "--max-verify-images", "6",
+                                   "--json"])
+    assert code == 0, err[-3000:]
+    report = json.loads(out_json)["report"]
+    assert report["passed"] and report["images"] == 6
+
+
+def test_fixed_size_timm_models_get_img_size_and_convnets_do_not() -> None:
+    from distill.models.registry import input_size_kwargs
+
+    assert input_size_kwargs("vit_tiny_patch16_224", 32) == {"img_size": 32}
+    assert input_size_kwargs("timm/deit_tiny_patch16_224", 64) == {"img_size": 64}
+    assert input_size_kwargs("vit_tiny_patch16_224", 224) == {}  # its own size: nothing to change
+    assert input_size_kwargs("vit_tiny_patch16_224", None) == {}
+    assert input_size_kwargs("mobilenetv3_small_100", 32) == {}  # a convnet takes any size
+    assert input_size_kwargs("cifar_resnet20", 32) == {}
+
+
+def test_pretrained_vit_weights_are_resampled_to_the_students_size(tmp_path: Path) -> None:
+    """Weights of a 224 px ViT into a 32 px student: the position embeddings are resampled by timm's own filter
+    (as ``timm.create_model(..., pretrained=True, img_size=32)`` does), not silently left random."""
+    import timm
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(3)
+    donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    file = tmp_path / "vit224.pth"
+    torch.save(donor.state_dict(), file)
+    s = create_student("vit_tiny_patch16_224", 3, "ce", weights=file, input_size=32)
+    got = s.backbone.model.pos_embed
+    assert got.shape == (1, 1 + 2 * 2, 192)
+    want = resample_abs_pos_embed(donor.pos_embed, (2, 2), num_prefix_tokens=1)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.equal(s.backbone.model.patch_embed.proj.weight, donor.patch_embed.proj.weight)
+
+
+def test_timm_student_without_image_size_trains_at_timms_size(small_folder: Path, tmp_path: Path, run_cli) -> None:
+    """``distill train --student lcnet_050`` with no ``--image-size``: the run uses timm's pretrained data config
+    (224 px, its crop, interpolation and mean/std), not CIFAR's 32 px (which it once did silently)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    from distill.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", str(small_folder), "--method", "ce", "--student", "lcnet_050",
+                            "--steps", "1", "--batch-size", "4", "--shots", "2", "--cache-dir", str(tmp_path / "c"),
+                            "--no-progress", "--set", "plots=false", "--out", str(out)])
+    assert code == 0, err[-3000:]
+    spec = load_checkpoint(out / "best.pt")["preprocess"]
+    dc = resolve_data_config(model=timm.create_model("lcnet_050", pretrained=False))
+    assert spec["size"] == dc["input_size"][1] == 224
+    assert (tuple(spec["mean"]), tuple(spec["std"]), spec["interpolation"]) == (tuple(dc["mean"]), tuple(dc["std"]),
+                                                                                dc["interpolation"])

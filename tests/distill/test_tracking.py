@@ -11,19 +11,16 @@ pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def tracked_run(cifar_small_dir: Path, resnet20_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    from distill.cli import app
-
+def tracked_run(cifar_small_dir: Path, resnet20_weights: Path, tmp_path_factory: pytest.TempPathFactory,
+                distill_main) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("tracked")
     uri = (root / "mlruns").as_uri()
     out = root / "run"
-    with pytest.raises(SystemExit) as exc:
-        app(args=["train", "--data", str(cifar_small_dir), "--shots", "2", "--teacher", "cifar_resnet20",
-                  "--teacher-weights", str(resnet20_weights), "--student", "cifar_resnet8", "--batch-size", "8",
-                  "--cache-dir", str(root / "cache"), "--no-progress", "--steps", "4", "--eval-every", "2",
-                  "--grad-conflict-every", "2", "--set", "log_every=1", "--mlflow-uri", uri, "--out", str(out)],
-            prog_name="distill")
-    assert exc.value.code in (0, None)
+    assert distill_main(["train", "--data", str(cifar_small_dir), "--shots", "2", "--teacher", "cifar_resnet20",
+                         "--teacher-weights", str(resnet20_weights), "--student", "cifar_resnet8", "--batch-size", "8",
+                         "--cache-dir", str(root / "cache"), "--no-progress", "--steps", "4", "--eval-every", "2",
+                         "--grad-conflict-every", "2", "--set", "log_every=1", "--mlflow-uri", uri,
+                         "--out", str(out)]) == 0
     return out, uri
 
 

@@ -26,26 +26,11 @@ def base_args(cifar_small_dir: Path, resnet56_weights: Path, cache_dir: Path) ->
             "--cache-dir", str(cache_dir), "--no-progress"]
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``distill ARGS`` in-process through the real app (DistillTyper error handling included)."""
-    from distill.cli import app
-
-    with pytest.raises(SystemExit) as exc:
-        app(args=args, prog_name="distill")
-    captured = capsys.readouterr()
-    code = exc.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
-def dho_run(base_args: list[str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distill.cli import app
-
+def dho_run(base_args: list[str], tmp_path_factory: pytest.TempPathFactory, distill_main) -> Path:
     out = tmp_path_factory.mktemp("dho") / "run"
-    with pytest.raises(SystemExit) as exc:
-        app(args=[*base_args, "--method", "dho", "--steps", "6", "--eval-every", "3", "--grad-conflict-every", "2",
-                  "--out", str(out)], prog_name="distill")
-    assert exc.value.code in (0, None)
+    assert distill_main([*base_args, "--method", "dho", "--steps", "6", "--eval-every", "3", "--grad-conflict-every",
+                         "2", "--out", str(out)]) == 0
     return out
 
 
@@ -98,30 +83,31 @@ def test_dho_checkpoint_is_loadable_and_documented(dho_run: Path) -> None:
     assert {"optimizer", "scheduler", "rng", "scaler"} <= set(last) and last["step"] == 6
 
 
-def test_eval_command_reports_heads_and_blends(dho_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(["eval", "--checkpoint", str(dho_run / "best.pt"), "--split", "test", "--json"], capsys)
+def test_eval_command_reports_heads_and_blends(dho_run: Path, run_cli) -> None:
+    code, out, _ = run_cli(["eval", "--checkpoint", str(dho_run / "best.pt"), "--split", "test", "--json"])
     assert code == 0
     report = json.loads(out)
     models = [r["model"] for r in report["results"]]
     assert models == ["h_ce", "h_kd", "prob blend", "logit blend"] and report["images"] == 30
     ckpt = torch.load(dho_run / "best.pt", weights_only=True)
     assert report["results"][2]["accuracy"] == pytest.approx(ckpt["blend"]["prob"]["test_acc"])
-    code, _, err = run_cli(["eval", "--checkpoint", str(dho_run / "best.pt")], capsys)
+    code, _, err = run_cli(["eval", "--checkpoint", str(dho_run / "best.pt")])
     assert code == 0 and "logit blend" in err
 
 
 @pytest.mark.parametrize("method,heads", [("ce", ("ce",)), ("kd", ("kd",)), ("ce+kd", ("shared",))])
 def test_baselines_run(method: str, heads: tuple[str, ...], base_args: list[str], tmp_path: Path,
-                       capsys: pytest.CaptureFixture[str]) -> None:
+                       run_cli) -> None:
     from distill.checkpoint import load_checkpoint
 
     extra = ["--grad-conflict-every", "1"] if method == "ce+kd" else []
-    code, _, err = run_cli([*base_args, "--method", method, "--steps", "2", "--out", str(tmp_path / "r"), *extra], capsys)
+    code, _, err = run_cli([*base_args, "--method", method, "--steps", "2", "--out", str(tmp_path / "r"), *extra])
     assert code == 0, err
     ckpt = load_checkpoint(tmp_path / "r" / "best.pt")
     assert ckpt["method"] == method and tuple(ckpt["student"]["heads"]) == heads and ckpt["blend"] is None
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert set(summary["val"]) == {f"acc_{h}" for h in heads}
+    assert f"(set-up before step 1: {summary['setup_time_s']:.1f} s)" in err  # in the summary a person reads
     events = (tmp_path / "r" / "metrics.jsonl").read_text()
     assert ('"grad_conflict"' in events) == (method == "ce+kd")
     if method != "ce":
@@ -142,7 +128,7 @@ def test_baselines_run(method: str, heads: tuple[str, ...], base_args: list[str]
     (["--device", "cuda:7"], "cuda"),
 ])
 def test_bad_input_is_one_error_line(args: list[str], needle: str, base_args: list[str], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                     run_cli) -> None:
     if args[0] == "--device" and torch.cuda.device_count() > 7:
         pytest.skip("this machine has 8 GPUs")
     full = [*base_args, "--steps", "1", "--out", str(tmp_path / "r")]
@@ -153,18 +139,18 @@ def test_bad_input_is_one_error_line(args: list[str], needle: str, base_args: li
         full = full[:i] + full[i + 2:] + args
     else:
         full += args
-    code, _, err = run_cli(full, capsys)
+    code, _, err = run_cli(full)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
 
 
-def test_no_data_and_resume_errors(base_args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["train", "--steps", "1"], capsys)
+def test_no_data_and_resume_errors(base_args: list[str], tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli(["train", "--steps", "1"])
     assert code == 2 and err.startswith("error:") and "--data" in err
-    code, _, err = run_cli(["train", "--resume", "--out", str(tmp_path / "nothing")], capsys)
+    code, _, err = run_cli(["train", "--resume", "--out", str(tmp_path / "nothing")])
     assert code == 2 and "cannot resume" in err
-    code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "missing.pt")], capsys)
+    code, _, err = run_cli(["eval", "--checkpoint", str(tmp_path / "missing.pt")])
     assert code == 2 and "checkpoint not found" in err
 
 

@@ -17,7 +17,8 @@ def _report(d: Path) -> dict:
 
 def test_run_writes_all_reports_atomically(bench_run: Path):
     names = sorted(p.name for p in bench_run.iterdir())
-    assert names == ["results.csv", "results.json", "results.md", "results.png"]  # no temp files left behind
+    assert names == ["results.csv", "results.json", "results.md", "results.png",  # no temp files left behind
+                     "results_confusion_ckpt_torch-cpu_eager-fp32.png", "results_confusion_student_ort-cpu_fp32.png"]
     assert (bench_run / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rep = _report(bench_run)
     assert rep["schema_version"] == SCHEMA_VERSION and rep["tool"] == "edge_bench"
@@ -68,6 +69,55 @@ def test_csv_and_markdown(bench_run: Path):
     assert len(rows) == len(_report(bench_run)["results"])
     md = (bench_run / "results.md").read_text()
     assert "| model | backend | variant | scenario |" in md and "SingleStream" in md and "Offline" in md
+
+
+def test_per_class_accuracy_and_confusion_matrix(bench_run: Path):
+    """Each model scored on --data gets distill eval's per-class table and confusion matrix: in results.json, as a
+    table in results.md and the terminal, and as one PNG per model; the matrix adds up to the scored images and its
+    diagonal to top-1."""
+    from rich.console import Console
+
+    from edge_bench.report import print_table
+
+    rep = _report(bench_run)
+    measured = [m for m in rep["models"] if m.get("accuracy")]
+    assert {(m["model"], m["backend"]) for m in measured} == {("student", "ort-cpu"), ("ckpt", "torch-cpu")}
+    for m in measured:
+        acc = m["accuracy"]
+        matrix, classes = acc["confusion"]["matrix"], acc["confusion"]["classes"]
+        assert sum(map(sum, matrix)) == acc["n"] == 50
+        assert sum(matrix[i][i] for i in range(len(acc["per_class"]))) == round(acc["top1"] * 50)
+        assert [c["class"] for c in acc["per_class"]] == classes[:len(acc["per_class"])]
+        assert sum(c["images"] for c in acc["per_class"]) == 50 and len(acc["per_class"]) == 10
+        assert acc["mean_class_acc"] == pytest.approx(sum(c["accuracy"] for c in acc["per_class"]) / 10)
+    for png in ("results_confusion_student_ort-cpu_fp32.png", "results_confusion_ckpt_torch-cpu_eager-fp32.png"):
+        assert (bench_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (bench_run / "results.md").read_text()
+    assert "| class | images | student · ort-cpu · fp32 % | ckpt · torch-cpu · eager-fp32 % |" in md
+    airplane = next(ln for ln in md.splitlines() if ln.startswith("| airplane | 5 |"))
+    student = next(c for c in measured[0]["accuracy"]["per_class"] if c["class"] == "airplane")
+    assert f"{100 * student['accuracy']:.2f}" in airplane
+    console = Console(record=True, width=200)
+    print_table(rep, console)
+    text = console.export_text()
+    assert "per-class accuracy" in text and "airplane" in text and "student · ort-cpu · fp32 %" in text
+
+
+def test_per_class_counts_predictions_outside_the_labeled_classes():
+    """A model with more classes than the labeled folders: the table covers the folders' classes, and a prediction
+    of any other class lands in one '(another class)' column instead of being dropped or crashing."""
+    from edge_bench.accuracy import OTHER_CLASS, evaluate
+
+    names = ["a", "b", "c", "d"]
+    samples = [(Path(f"{c}{i}.jpg"), c) for c in ("b", "d") for i in range(2)]
+    # b0 -> b, b1 -> d (confused), d0 -> d, d1 -> a (a class with no folder)
+    picks = {"b0.jpg": 1, "b1.jpg": 3, "d0.jpg": 3, "d1.jpg": 0}
+    predict = lambda paths: [[1.0 if j == picks[p.name] else 0.0 for j in range(4)] for p in paths]  # noqa: E731
+    acc = evaluate(predict, samples, names, batch_size=3)
+    assert acc["confusion"] == {"classes": ["b", "d", OTHER_CLASS], "matrix": [[1, 1, 0], [0, 1, 1], [0, 0, 0]]}
+    assert [(c["class"], c["images"], c["accuracy"], c["most_confused_with"]) for c in acc["per_class"]] == [
+        ("b", 2, 0.5, "d"), ("d", 2, 0.5, OTHER_CLASS)]
+    assert acc["top1"] == 0.5 and acc["mean_class_acc"] == 0.5 and acc["classes"] == 2
 
 
 def test_compare_reports(bench_run: Path, tmp_path: Path, bench_cli):

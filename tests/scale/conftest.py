@@ -26,10 +26,3 @@ def shards_dir(cifar_small_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("shards")
     write_shards(samples, out, names, root=cifar_small_dir, shard_size=64)
     return out
-
-
-@pytest.fixture(scope="session")
-def resnet20_teacher(resnet20_weights: Path) -> torch.nn.Module:
-    from distill.teachers import TeacherConfig, create_teacher
-
-    return create_teacher(TeacherConfig(name="cifar_resnet20", weights=str(resnet20_weights)), CIFAR_CLASSES)

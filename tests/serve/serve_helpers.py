@@ -23,6 +23,14 @@ def png_bytes(img: Any, **kw: Any) -> bytes:
     return buf.getvalue()
 
 
+def multipart(data: bytes, name: str = "a.jpg", ctype: str = "image/jpeg",
+              boundary: str = "xBOUNDARYx") -> tuple[bytes, str]:
+    """A hand-built one-file multipart body (field ``file``) and its Content-Type header, for raw-socket tests."""
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
 def wait_ready(client: Any, timeout: float = 10.0) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -33,24 +41,48 @@ def wait_ready(client: Any, timeout: float = 10.0) -> None:
 
 
 class GatedArtifact:
-    """Wraps an artifact; ``run`` blocks until ``gate`` is set (to hold a batch in flight or delay warm-up).
+    """Wraps an artifact; its inference call ``method`` (``run``: the classify batcher and warm-up; ``run_raw``:
+    a v2 batch) sets ``entered`` and blocks until ``gate`` is set, to hold a batch in flight or delay warm-up.
 
-    ``entered`` is set when the first call is inside ``run``; ``calls`` lists the batch size of every call."""
+    ``once=True``: only the first call after each :meth:`arm` is held, the rest of the traffic flows (``released``
+    says the held call went on). ``calls`` lists the batch size of every gated-method call."""
 
-    def __init__(self, art: Any) -> None:
-        self._art = art
+    def __init__(self, art: Any, method: str = "run", once: bool = False, timeout: float = 30.0) -> None:
+        assert method in ("run", "run_raw"), method
+        self._art, self._method, self._once, self._timeout = art, method, once, timeout
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.calls: list[int] = []
+        self.armed = False
+        self.released = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._art, name)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        assert self.gate.wait(timeout=20), "gate never opened"
+    def arm(self) -> None:
+        """Hold the next call (``once`` mode)."""
+        self.entered.clear()
+        self.gate.clear()
+        self.armed = True
+
+    def _hold(self, batch: np.ndarray, method: str) -> None:
+        if method != self._method:
+            return
         self.calls.append(int(batch.shape[0]))
+        if self._once and not self.armed:
+            return
+        self.armed = False
+        self.entered.set()
+        assert self.gate.wait(timeout=self._timeout), "gate never opened"
+        self.released = True
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self._hold(batch, "run")
         return self._art.run(batch)
+
+    def run_raw(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._hold(batch, "run_raw")
+        return self._art.run_raw(batch)
 
 
 class Gate:

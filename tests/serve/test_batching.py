@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import Gate, GatedArtifact, running, until
+from serve_helpers import Gate, GatedArtifact, multipart, running, until
 
 from serve.batching import BatcherClosed, MicroBatcher, QueueFull, batch_wait_s
 
@@ -232,7 +232,7 @@ def test_concurrent_requests_share_batches(make_app, artifact, real_jpegs, max_b
     assert _metric(metrics, "distill_serve_queue_depth") == 0
 
 
-async def _asgi_post(app, body: bytes, boundary: str, released: asyncio.Event) -> list[dict]:
+async def _asgi_post(app, body: bytes, ctype: str, released: asyncio.Event) -> list[dict]:
     """POST /v1/classify straight through ASGI with the body held back until ``released`` (a slow upload)."""
     sent: list[dict] = []
     delivered = False
@@ -251,17 +251,10 @@ async def _asgi_post(app, body: bytes, boundary: str, released: asyncio.Event) -
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": "/v1/classify", "raw_path": b"/v1/classify", "query_string": b"", "root_path": "",
              "client": ("127.0.0.1", 1), "server": ("test", 80),
-             "headers": [(b"host", b"test"), (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+             "headers": [(b"host", b"test"), (b"content-type", ctype.encode()),
                          (b"content-length", str(len(body)).encode())]}
     await app(scope, receive, send)
     return sent
-
-
-def _multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "b0undary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, boundary
 
 
 def test_an_upload_is_announced_before_its_body_arrives_and_joins_the_open_batch(make_app, real_jpegs):
@@ -272,9 +265,9 @@ def test_an_upload_is_announced_before_its_body_arrives_and_joins_the_open_batch
         async with running(app) as c:
             batcher = app.state.serve.batcher
             batcher._clock = lambda: 0.0  # frozen: the batch deadline never passes, only B's arrival ends the wait
-            body, boundary = _multipart(real_jpegs[1].read_bytes())
+            body, ctype = multipart(real_jpegs[1].read_bytes())
             released = asyncio.Event()
-            b = asyncio.create_task(_asgi_post(app, body, boundary, released))
+            b = asyncio.create_task(_asgi_post(app, body, ctype, released))
             await until(lambda: batcher.announced == 1, "B announced before its body")
             a = asyncio.create_task(c.post("/v1/classify", files={"file": ("a.jpg", real_jpegs[0].read_bytes(),
                                                                            "image/jpeg")}))

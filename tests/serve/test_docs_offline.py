@@ -42,3 +42,21 @@ def test_teacher_preprocess_is_json_not_a_repr() -> None:
     legacy = {"kind": "timm", "preprocess": str(spec), "name": "{not a literal"}
     assert _structured(legacy) == {"kind": "timm", "preprocess": spec, "name": "{not a literal"}
     assert _structured(None) is None
+
+
+def test_every_route_of_the_app_is_in_the_serve_readme(make_app) -> None:
+    """serve/README.md's endpoint tables list every (method, path) of the app's OpenAPI schema, plus /docs and
+    /openapi.json (``/v1/labels`` was missing)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "serve" / "README.md").read_text()
+    cells = [ln.split("|")[1] for ln in readme.splitlines() if ln.startswith("| `")]
+    routes = [(m.upper(), path) for path, ops in make_app().openapi()["paths"].items() for m in ops]
+    routes += [("GET", "/docs"), ("GET", "/openapi.json")]
+    # the v2 per-model routes are one compact row (`GET /v2/models/{m}[/versions/{v}]`, `.../ready`, `.../config`)
+    assert "`GET /v2/models/{m}[/versions/{v}]`" in readme and "`POST /v2/models/{m}[/versions/{v}]/infer`" in readme
+    routes = [(m, path) for m, path in routes if not path.startswith("/v2/models/")]
+    assert ("GET", "/v1/labels") in routes and len(routes) > 8
+    missing = [f"{m} {path}" for m, path in routes
+               if not any(m in cell and (f"`{m} {path}`" in cell or f"`{path}`" in cell) for cell in cells)]
+    assert missing == [], f"not in serve/README.md: {missing}"

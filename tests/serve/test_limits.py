@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import pytest
 from PIL import Image
 
+from serve_helpers import multipart
+
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -41,18 +43,11 @@ def server(make_app) -> Iterator[str]:
     t.join(30)
 
 
-def _multipart(data: bytes, name: str = "a.jpg", ctype: str = "image/jpeg") -> tuple[bytes, str]:
-    boundary = "xBOUNDARYx"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-            f"Content-Type: {ctype}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 BIG = 24 * LIMIT  # 24 MB: far over the limit, sent while the server has already answered
 
 
 def test_async_httpx_gets_the_413_for_a_body_over_the_limit(server):
-    body, ctype = _multipart(b"\xff" * BIG)
+    body, ctype = multipart(b"\xff" * BIG)
 
     async def main() -> Any:
         async with httpx.AsyncClient(timeout=30) as c:
@@ -64,7 +59,7 @@ def test_async_httpx_gets_the_413_for_a_body_over_the_limit(server):
 
 def test_async_httpx_gets_the_413_for_a_chunked_body_growing_past_the_limit(server):
     async def chunks():
-        head, _ = _multipart(b"")
+        head, _ = multipart(b"")
         yield head[:200]
         for _ in range(24):
             yield b"\xff" * LIMIT
@@ -80,7 +75,7 @@ def test_async_httpx_gets_the_413_for_a_chunked_body_growing_past_the_limit(serv
 
 def test_a_raw_socket_still_sending_reads_the_413(server):
     host, port = server.removeprefix("http://").split(":")
-    body, ctype = _multipart(b"\xff" * BIG)
+    body, ctype = multipart(b"\xff" * BIG)
     head = (f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     with socket.create_connection((host, int(port)), timeout=30) as s:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import running
+from serve_helpers import GatedArtifact, running
 
 from export.runtime import load_artifact
 from export.triton import export_triton
@@ -51,33 +51,6 @@ def variant(tiny_artifact: Path, tmp_path_factory) -> Path:
     return path
 
 
-class Held:
-    """An artifact whose next ``run_raw`` after ``arm()`` signals ``entered`` and waits for ``gate``."""
-
-    def __init__(self, art: Any) -> None:
-        self._art = art
-        self.armed = False
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-        self.released = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._art, name)
-
-    def arm(self) -> None:
-        self.entered.clear()
-        self.gate.clear()
-        self.armed = True
-
-    def run_raw(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self.armed:
-            self.armed = False
-            self.entered.set()
-            assert self.gate.wait(timeout=60), "gate never opened"
-            self.released = True
-        return self._art.run_raw(batch)
-
-
 def _settings(repo: Path, **kw: Any) -> ServeSettings:
     kw.setdefault("warmup", 1)
     return ServeSettings(model_repository=repo, max_batch=8, max_wait_ms=1, batch_sizing="fixed", **kw)
@@ -89,14 +62,15 @@ def test_ten_swaps_at_concurrency_8_lose_no_request(tiny_artifact: Path, variant
     export_triton(sources[0], repo, name="m")
     refs = [load_artifact(s).run(X)[0] for s in sources]
     assert not np.allclose(refs[0], refs[1], atol=1e-3)
-    loaded: dict[str, Held] = {}
+    loaded: dict[str, GatedArtifact] = {}
     loading, load_gate = threading.Event(), threading.Event()
     load_gate.set()  # version 1 loads at start-up unhindered
 
-    def loader(path: Path) -> Held:  # runs in a worker thread; holds a load open until the test lets it go
+    def loader(path: Path) -> GatedArtifact:  # runs in a worker thread; holds a load open until the test lets it go
         loading.set()
         assert load_gate.wait(timeout=60), "load gate never opened"
-        loaded[path.parent.name] = Held(load_artifact(path))
+        # its next v2 batch after arm() is held in flight
+        loaded[path.parent.name] = GatedArtifact(load_artifact(path), method="run_raw", once=True, timeout=60)
         return loaded[path.parent.name]
 
     app = create_repository_app(_settings(repo), loader=loader)

@@ -7,14 +7,13 @@ import asyncio
 import gzip
 import json
 import struct
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import running, wait_ready
+from serve_helpers import GatedArtifact, running, wait_ready
 
 from serve.v2 import deserialize_bytes, serialize_bytes
 
@@ -193,28 +192,9 @@ def test_unknown_model_version_and_routes(v2: TestClient) -> None:
     assert v2.get("/v2/repository/index").status_code in (404, 405)  # only with --model-repository
 
 
-class HeldArtifact:
-    """Wraps an artifact; ``run_raw`` (what a v2 batch calls) signals ``entered`` and blocks until ``gate``."""
-
-    def __init__(self, art: Any) -> None:
-        self._art = art
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-        self.calls: list[int] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._art, name)
-
-    def run_raw(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self.entered.set()
-        assert self.gate.wait(timeout=30), "gate never opened"
-        self.calls.append(int(batch.shape[0]))
-        return self._art.run_raw(batch)
-
-
 def test_concurrent_v2_requests_share_one_inference_call(make_app, artifact) -> None:
     """While one v2 batch is held in flight, four more queue up; they are answered by one batched call."""
-    held = HeldArtifact(artifact)
+    held = GatedArtifact(artifact, method="run_raw")  # a v2 batch calls run_raw
     app = make_app(art=held, max_batch=8, warmup=0)
     x = np.zeros((1, 3, 32, 32), np.float32)
     body, headers = binary_body({"inputs": [{"name": "input", "shape": [1, 3, 32, 32], "datatype": "FP32",
