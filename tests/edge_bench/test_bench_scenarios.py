@@ -6,41 +6,17 @@ The fake model advances the fake clock by its service time, so a "run of 0.25 s"
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 
 from edge_bench import scenarios
 from edge_bench.scenarios import offline, poisson_arrivals, server, single_stream
 from edge_bench.stats import bootstrap_median_ci, intervals_overlap, latency_summary
 
 MS = 2.0 ** -10  # about a millisecond, exact in binary
-
-
-class FakeClock:
-    """``clock()`` reads it, ``sleep(dt)`` and the fake model advance it; ``calls`` records each model call."""
-
-    def __init__(self, max_reads: int = 200_000) -> None:
-        self.t = 0.0
-        self.calls: list[tuple[float, object]] = []  # (start time, input)
-        self._reads_left = max_reads  # a loop that never advances the clock fails instead of hanging
-
-    def __call__(self) -> float:
-        self._reads_left -= 1
-        assert self._reads_left > 0, "the fake clock was read 200,000 times without the run ending"
-        return self.t
-
-    def sleep(self, dt: float) -> None:
-        assert dt >= 0
-        self.t += dt
-
-    def model(self, service: Callable[[object], float] | float) -> Callable[[object], object]:
-        def fn(x: object) -> object:
-            self.calls.append((self.t, x))
-            self.t += service(x) if callable(service) else service
-            return x
-        return fn
 
 
 @pytest.fixture(autouse=True)

@@ -323,6 +323,14 @@ def test_readiness_waits_for_warmup(make_app, artifact, jpeg):
         assert c.post("/v1/classify", files={"file": ("a.jpg", jpeg, "image/jpeg")}).status_code == 200
 
 
+def _open_when(cond, gate: threading.Event, timeout: float = 20.0) -> None:
+    """From another thread: set ``gate`` as soon as ``cond()`` holds (or after ``timeout``, so nothing hangs)."""
+    t_end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < t_end:
+        time.sleep(0.001)
+    gate.set()
+
+
 def test_queue_full_is_503_with_retry_after_and_shutdown_drains_in_flight(make_app, artifact, real_jpegs):
     gated = GatedArtifact(artifact)
     app = make_app(art=gated, warmup=0, max_batch=1, max_wait_ms=0, queue_size=2, retry_after_s=3)
@@ -348,7 +356,9 @@ def test_queue_full_is_503_with_retry_after_and_shutdown_drains_in_flight(make_a
                 busy = await post(real_jpegs[3])
                 ready_before = (await c.get("/health/ready")).status_code
             finally:
-                threading.Timer(0.2, gated.gate.set).start()
+                # open the gate once shutdown has begun (an event, not a timer): draining finishes what was held
+                threading.Thread(target=_open_when, args=(lambda: app.state.serve.status == "draining", gated.gate),
+                                 daemon=True).start()
         # the lifespan has ended (shutdown) while requests were held: they must have completed
         return busy, ready_before, [await h for h in held]
 
