@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -22,8 +23,7 @@ from distill.preprocess import ImageDecodeError, ImageTooLargeError
 from .batching import Arrival, BatcherClosed, MicroBatcher, QueueFull
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST
-from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, LabelsInfo, ModelInfo,
-                      ModelRef, Prediction, Timing)
+from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, LabelsInfo, ModelInfo)
 from .state import ServeState, get_state
 
 router = APIRouter()
@@ -212,7 +212,7 @@ async def classify(
     request: Request,
     top_k: Optional[int] = Query(None, ge=1, description="Classes per image (1..number of classes)."),
     state: ServeState = Depends(get_state),
-) -> ClassifyResponse:
+) -> Response:
     started = time.perf_counter()
     art, batcher, info = state.require_ready()
     labels = art.labels  # embedding models: one label set per request, even if POST /v1/labels swaps it meanwhile
@@ -265,20 +265,27 @@ async def classify(
         preds = art.top_k(labels.probs(res.output), k, names=labels.names)
     else:
         preds = art.top_k(res.output, k)
-    results = [
-        ImageResult(index=u.index, filename=u.filename,
-                    predictions=[Prediction(index=p.index, label=p.label, score=p.score) for p in row])
-        for u, row in zip(uploads, preds)
-    ]
-    return ClassifyResponse(
-        request_id=request.state.request_id,
-        model=ModelRef(name=info.name, version=info.version),
-        top_k=k,
-        results=results,
-        timing=Timing(preprocess_ms=round(preprocess_ms, 3), queue_ms=round(res.queue_ms, 3),
-                      inference_ms=round(res.inference_ms, 3),
-                      total_ms=round((time.perf_counter() - started) * 1e3, 3), batch_size=res.batch_size),
-    )
+    # The body is built as plain JSON here: ClassifyResponse (the route's response_model) stays the documented
+    # contract, but building the pydantic models and having FastAPI validate and serialize them again cost about
+    # as much loop time as the multipart parse (docs/results.md section 9). tests/serve/test_api.py checks that the
+    # body validates against ClassifyResponse.
+    body = {
+        "request_id": request.state.request_id,
+        "model": {"name": info.name, "version": info.version},
+        "top_k": k,
+        "results": [{"index": u.index, "filename": u.filename,
+                     "predictions": [{"index": p.index, "label": p.label, "score": p.score} for p in row]}
+                    for u, row in zip(uploads, preds)],
+        "timing": {"preprocess_ms": round(preprocess_ms, 3), "queue_ms": round(res.queue_ms, 3),
+                   "inference_ms": round(res.inference_ms, 3),
+                   "total_ms": round((time.perf_counter() - started) * 1e3, 3), "batch_size": res.batch_size},
+    }
+    return Response(_dumps(body), media_type="application/json")
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """Compact JSON, as FastAPI's own serializer writes it."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 for _path, _name, _summary in (("/v1/classify", "classify_v1", "Classify images"),

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import Gate, GatedArtifact, running, until
+from serve_helpers import Gate, GatedArtifact, running, until, wait_ready
 
 from serve.batching import BatcherClosed, MicroBatcher, QueueFull, batch_wait_s
 
@@ -303,6 +303,20 @@ def test_a_rejected_upload_withdraws_its_announcement(make_app):
 
     r, announced = asyncio.run(main())
     assert r.status_code == 400 and announced == 0
+
+
+def test_the_heap_is_frozen_by_the_time_the_server_is_ready(make_app, artifact):
+    """Start-up objects are out of the collector's reach (no long full-collection pauses under load)."""
+    import gc
+
+    gc.unfreeze()
+    gated = GatedArtifact(artifact)
+    app = make_app(art=gated, warmup=1)
+    with TestClient(app) as c:
+        assert c.get("/health/ready").status_code == 503 and gc.get_freeze_count() == 0  # still warming up
+        gated.gate.set()
+        wait_ready(c)
+        assert gc.get_freeze_count() > 0
 
 
 def test_readiness_waits_for_warmup(make_app, artifact, jpeg):
