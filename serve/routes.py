@@ -16,13 +16,13 @@ from PIL import Image
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.preprocess import ImageDecodeError, ImageTooLargeError
 
 from .batching import Arrival, BatcherClosed, MicroBatcher, QueueFull
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST
+from .multipart import MultipartError, TooManyFiles, boundary_of, parse_form
 from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, LabelsInfo, ModelInfo)
 from .state import ServeState, get_state
 
@@ -114,36 +114,36 @@ def _content_type_ok(ct: str) -> bool:
 
 
 async def _read_uploads(request: Request, state: ServeState) -> tuple[list[_Upload], Optional[str]]:
-    """Parse the multipart body into uploads (bytes) and the form's top_k, enforcing the count/size limits."""
+    """Parse the multipart body into uploads (bytes) and the form's top_k, enforcing the count/size limits.
+
+    The body is read whole (the middleware bounds it by ``max_request_bytes``) and split by
+    :func:`serve.multipart.parse_form`: the route needs every upload's bytes in memory anyway."""
     s = state.settings
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, f"expected a multipart/form-data body with image file parts, got {ctype or 'no content type'!r}")
     try:
-        form = await request.form(max_files=s.max_images_per_request * 4 + 4, max_fields=64,
-                                  max_part_size=64 * 1024)
-    except StarletteHTTPException as e:  # starlette's MultiPartException, re-raised as 400
-        if "Too many files" in str(e.detail):
-            raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request") from None
-        raise ApiError(400, f"malformed multipart body: {e.detail}") from None
-    try:
-        uploads: list[_Upload] = []
-        top_k_field: Optional[str] = None
-        for key, value in form.multi_items():
-            if key == "top_k" and isinstance(value, str):
-                top_k_field = value
-            if key not in FILE_FIELDS:
-                continue
-            if not isinstance(value, UploadFile):
-                raise ApiError(422, f"form field {key!r} must be a file upload, got a plain value")
-            if len(uploads) >= s.max_images_per_request:
-                raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request")
-            too_big = value.size is not None and value.size > s.max_upload_bytes
-            data = None if too_big else await value.read()  # None: over max_upload_bytes, bytes not kept
-            uploads.append(_Upload(len(uploads), value.filename, value.content_type or "", data))
-        return uploads, top_k_field
-    finally:
-        await form.close()
+        parts = parse_form(await request.body(), boundary_of(ctype), max_files=s.max_images_per_request * 4 + 4,
+                           max_fields=64, max_field_bytes=64 * 1024)
+    except TooManyFiles:
+        raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request") from None
+    except MultipartError as e:
+        raise ApiError(400, f"malformed multipart body: {e}") from None
+    uploads: list[_Upload] = []
+    top_k_field: Optional[str] = None
+    for part in parts:
+        if part.name == "top_k" and not part.is_file:
+            top_k_field = part.data.decode("utf-8", "replace")
+        if part.name not in FILE_FIELDS:
+            continue
+        if not part.is_file:
+            raise ApiError(422, f"form field {part.name!r} must be a file upload, got a plain value")
+        if len(uploads) >= s.max_images_per_request:
+            raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request")
+        too_big = len(part.data) > s.max_upload_bytes
+        uploads.append(_Upload(len(uploads), part.filename, part.content_type,
+                               None if too_big else part.data))  # None: over max_upload_bytes
+    return uploads, top_k_field
 
 
 _INLINE_MAX_PIXELS = 1_000_000
