@@ -11,7 +11,7 @@ numbers show what a user uploading phone photos sees.
 
 Per level: throughput, latency percentiles (:func:`edge_bench.stats.latency_summary`, the one percentile
 implementation), errors and statuses, the server-reported ``preprocess_ms`` (decode + preprocess) apart from
-``inference_ms`` (medians, where the server reports them), the mean batch size, server CPU ms per request and
+``inference_ms`` and the server's ``total_ms`` (medians, where the server reports them), the mean batch size, server CPU ms per request and
 the server's peak RSS (sampled every 10 ms, children included) against its RSS before the level.
 The client shares the machine with the servers: say so when quoting numbers (the report records CPU and load).
 """
@@ -165,6 +165,7 @@ class Level:
     rss_before_mb: Optional[float]
     rss_peak_mb: Optional[float]
     statuses: dict[str, int] = field(default_factory=dict)
+    server_total_ms: Optional[float] = None  # median server-reported total (receipt to response) per request
 
 
 async def _drive(host: str, port: int, requests: list[bytes], concurrency: int, total: int
@@ -234,7 +235,8 @@ def run_level(host: str, port: int, requests: list[bytes], concurrency: int, tot
         server_cpu_ms_per_request=(round((cpu1 - cpu0) * 1e3 / max(1, ok), 3)
                                    if cpu0 is not None and cpu1 is not None else None),
         rss_before_mb=round(rss0, 1) if rss0 is not None else None,
-        rss_peak_mb=round(sampler.peak_mb, 1) if sampler.peak_mb is not None else None, statuses=statuses)
+        rss_peak_mb=round(sampler.peak_mb, 1) if sampler.peak_mb is not None else None, statuses=statuses,
+        server_total_ms=med("total_ms"))
 
 
 # -- the servers ------------------------------------------------------------------------------------------
@@ -361,6 +363,8 @@ def summarize(levels: list[Level], names: list[str]) -> list[dict[str, Any]]:
                 "errors": sum(lv.errors for lv in mine),
                 "server_preprocess_ms": [lv.server_preprocess_ms for lv in mine],
                 "server_inference_ms": [lv.server_inference_ms for lv in mine],
+                "server_total_ms": [lv.server_total_ms for lv in mine],
+                "server_cpu_ms_per_request": [lv.server_cpu_ms_per_request for lv in mine],
                 "rss_growth_mb": [round(lv.rss_peak_mb - lv.rss_before_mb, 1) for lv in mine
                                   if lv.rss_peak_mb is not None and lv.rss_before_mb is not None],
             })

@@ -95,6 +95,7 @@ def test_bench_load_runs_our_server_on_native_and_12mp_photos(tiny_artifact, clo
     for lv in rep["levels"]:
         assert lv["errors"] == 0 and lv["latency"]["n"] == 12
         assert lv["server_preprocess_ms"] > 0 and lv["server_inference_ms"] > 0
+        assert lv["server_total_ms"] >= lv["server_inference_ms"]
         assert lv["rss_peak_mb"] >= lv["rss_before_mb"] > 0
 
 
