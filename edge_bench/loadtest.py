@@ -270,6 +270,26 @@ def start_server(spec: ServerSpec, model: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 
+class PortTaken(DistillError):
+    """The server could not bind its port (another process took it after :func:`free_port` chose it)."""
+
+
+def start_ready(spec: ServerSpec, model: Path, tries: int = 3) -> tuple[subprocess.Popen, int]:
+    """Start a server on a free port and wait until it is ready; if the port was taken meanwhile (the race
+    :func:`free_port` cannot rule out), start it again on another one."""
+    for attempt in range(tries):
+        port = free_port()
+        proc = start_server(spec, model, port)
+        try:
+            wait_ready(port, proc)
+            return proc, port
+        except PortTaken:
+            stop_server(proc)
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     import urllib.request
 
@@ -277,7 +297,9 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     while time.monotonic() < t_end:
         if proc.poll() is not None:
             err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
-            raise DistillError(f"server exited with {proc.returncode} during start-up: {err[-1] if err else ''}")
+            last = err[-1] if err else ""
+            kind = PortTaken if any("address already in use" in line.lower() for line in err) else DistillError
+            raise kind(f"server exited with {proc.returncode} during start-up: {last}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
                 if r.status == 200:
@@ -310,12 +332,9 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
     out: list[Level] = []
     try:
         for spec in servers:
-            port = free_port()
-            proc = start_server(spec, model, port)
-            started[spec.name] = (proc, port)
+            started[spec.name] = start_ready(spec, model)
         for spec in servers:
             proc, port = started[spec.name]
-            wait_ready(port, proc)
             for name, imgs in photos.items():  # warm-up: every photo set once
                 reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
                 run_level("127.0.0.1", port, reqs, min(8, max(levels)), warmup)

@@ -106,3 +106,24 @@ def test_bench_load_bad_input_is_one_error_line(tmp_path, bench_cli, tiny_artifa
     res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(clothing_small_dir),
                            "--peer", "triton", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "only peer is litserve" in res.output
+
+
+def test_a_port_taken_after_it_was_chosen_is_retried_on_another(tiny_artifact, monkeypatch):
+    """free_port() cannot rule out another process binding the port first: the server is started again elsewhere."""
+    import socket
+
+    from edge_bench import loadtest
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = loadtest.free_port
+        monkeypatch.setattr(loadtest, "free_port", lambda: next(ports, None) or real_free_port())
+        proc, port = loadtest.start_ready(ServerSpec("ours", "serve", ["--threads", "1", "--warmup", "0"]),
+                                          tiny_artifact)
+    try:
+        assert port != taken and proc.poll() is None
+    finally:
+        loadtest.stop_server(proc)
