@@ -37,7 +37,7 @@ class DecodePool:
 
     @property
     def pending(self) -> int:
-        """Jobs submitted and not finished (running or queued)."""
+        """Jobs submitted and not returned (queued, running, or done and waiting for an earlier one to return)."""
         return self._pending
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
