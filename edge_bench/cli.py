@@ -47,6 +47,7 @@ Exit status: 0, 1 when a (model, backend) combination failed at run time (its ro
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, List, Optional
@@ -282,8 +283,9 @@ def _load_run(model: Path, images: Path, servers: list[str], peer: Optional[str]
         console.print(f"round {lv.round} {lv.photos:>6} c={lv.concurrency:<3} {lv.server:>10}: "
                       f"{lv.throughput_rps:8.1f} req/s p50 {lat.get('p50_ms', float('nan')):8.2f} ms "
                       f"p99 {lat.get('p99_ms', float('nan')):8.2f} ms  server preprocess "
-                      f"{lv.server_preprocess_ms} ms inference {lv.server_inference_ms} ms  errors {lv.errors}  "
-                      f"RSS {lv.rss_before_mb}->{lv.rss_peak_mb} MB", highlight=False)
+                      f"{lv.server_preprocess_ms} ms inference {lv.server_inference_ms} ms total {lv.server_total_ms} ms  "
+                      f"CPU {lv.server_cpu_ms_per_request} ms/req  errors {lv.errors}  "
+                      f"RSS {lv.rss_before_mb}->{lv.rss_peak_mb} MB  (load {os.getloadavg()[0]:.2f})", highlight=False)
 
     res = run_load(model, photos, specs, levels=levels, requests=requests, rounds=rounds, progress=progress)
     env["load_average_end"] = load_average()

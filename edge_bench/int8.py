@@ -38,7 +38,8 @@ import numpy as np
 
 from distill.errors import ConfigError
 
-Clock = Callable[[], float]
+from .scenarios import Clock
+
 Log = Callable[[str], None]
 
 

@@ -11,7 +11,7 @@ numbers show what a user uploading phone photos sees.
 
 Per level: throughput, latency percentiles (:func:`edge_bench.stats.latency_summary`, the one percentile
 implementation), errors and statuses, the server-reported ``preprocess_ms`` (decode + preprocess) apart from
-``inference_ms`` (medians, where the server reports them), the mean batch size, server CPU ms per request and
+``inference_ms`` and the server's ``total_ms`` (medians, where the server reports them), the mean batch size, server CPU ms per request and
 the server's peak RSS (sampled every 10 ms, children included) against its RSS before the level.
 The client shares the machine with the servers: say so when quoting numbers (the report records CPU and load).
 """
@@ -165,6 +165,7 @@ class Level:
     rss_before_mb: Optional[float]
     rss_peak_mb: Optional[float]
     statuses: dict[str, int] = field(default_factory=dict)
+    server_total_ms: Optional[float] = None  # median server-reported total (receipt to response) per request
 
 
 async def _drive(host: str, port: int, requests: list[bytes], concurrency: int, total: int
@@ -234,7 +235,8 @@ def run_level(host: str, port: int, requests: list[bytes], concurrency: int, tot
         server_cpu_ms_per_request=(round((cpu1 - cpu0) * 1e3 / max(1, ok), 3)
                                    if cpu0 is not None and cpu1 is not None else None),
         rss_before_mb=round(rss0, 1) if rss0 is not None else None,
-        rss_peak_mb=round(sampler.peak_mb, 1) if sampler.peak_mb is not None else None, statuses=statuses)
+        rss_peak_mb=round(sampler.peak_mb, 1) if sampler.peak_mb is not None else None, statuses=statuses,
+        server_total_ms=med("total_ms"))
 
 
 # -- the servers ------------------------------------------------------------------------------------------
@@ -268,6 +270,26 @@ def start_server(spec: ServerSpec, model: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
 
+class PortTaken(DistillError):
+    """The server could not bind its port (another process took it after :func:`free_port` chose it)."""
+
+
+def start_ready(spec: ServerSpec, model: Path, tries: int = 3) -> tuple[subprocess.Popen, int]:
+    """Start a server on a free port and wait until it is ready; if the port was taken meanwhile (the race
+    :func:`free_port` cannot rule out), start it again on another one."""
+    for attempt in range(tries):
+        port = free_port()
+        proc = start_server(spec, model, port)
+        try:
+            wait_ready(port, proc)
+            return proc, port
+        except PortTaken:
+            stop_server(proc)
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     import urllib.request
 
@@ -275,7 +297,9 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     while time.monotonic() < t_end:
         if proc.poll() is not None:
             err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
-            raise DistillError(f"server exited with {proc.returncode} during start-up: {err[-1] if err else ''}")
+            last = err[-1] if err else ""
+            kind = PortTaken if any("address already in use" in line.lower() for line in err) else DistillError
+            raise kind(f"server exited with {proc.returncode} during start-up: {last}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
                 if r.status == 200:
@@ -308,12 +332,9 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
     out: list[Level] = []
     try:
         for spec in servers:
-            port = free_port()
-            proc = start_server(spec, model, port)
-            started[spec.name] = (proc, port)
+            started[spec.name] = start_ready(spec, model)
         for spec in servers:
             proc, port = started[spec.name]
-            wait_ready(port, proc)
             for name, imgs in photos.items():  # warm-up: every photo set once
                 reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
                 run_level("127.0.0.1", port, reqs, min(8, max(levels)), warmup)
@@ -361,6 +382,8 @@ def summarize(levels: list[Level], names: list[str]) -> list[dict[str, Any]]:
                 "errors": sum(lv.errors for lv in mine),
                 "server_preprocess_ms": [lv.server_preprocess_ms for lv in mine],
                 "server_inference_ms": [lv.server_inference_ms for lv in mine],
+                "server_total_ms": [lv.server_total_ms for lv in mine],
+                "server_cpu_ms_per_request": [lv.server_cpu_ms_per_request for lv in mine],
                 "rss_growth_mb": [round(lv.rss_peak_mb - lv.rss_before_mb, 1) for lv in mine
                                   if lv.rss_peak_mb is not None and lv.rss_before_mb is not None],
             })

@@ -1,7 +1,7 @@
 """MLPerf-style scenarios over any ``run(batch)`` callable: SingleStream, Offline and Server.
 
 Each scenario warms up first, then runs for a fixed ``count`` of queries or for ``duration`` seconds, and never
-runs past ``deadline`` (an absolute ``time.perf_counter()`` value: the hard bound of the whole benchmark). The
+runs past ``deadline`` (an absolute ``clock()`` value: the hard bound of the whole benchmark). The
 timed region is the call alone: inputs are prepared once beforehand (decode and preprocessing are measured
 separately), so the numbers compare models and backends, not JPEG decoders.
 
@@ -13,6 +13,10 @@ separately), so the numbers compare models and backends, not JPEG decoders.
   drawn up front from a seeded generator, so a run is reproducible and bounded: an overloaded run gets as long
   again as the arrival span to drain its queue, and queries not finished by then (or by the deadline) are
   counted as ``unfinished`` (and fail the bound).
+
+Every runner takes ``clock`` (default ``time.perf_counter``; ``deadline`` is on its scale) and the Server scenario
+``sleep``, so tests drive them with a fake clock and a fake model that advances it: exact counts, schedules and
+percentiles, never wall time.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from .stats import latency_summary
 
 RunFn = Callable[[Any], Any]
 BatchFn = Callable[[int], Any]
+#: A monotonic clock in seconds (``time.perf_counter``, or a test's fake one).
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 
 SCENARIOS = ("single-stream", "offline", "server")
 MLPERF_NAMES = {"single-stream": "SingleStream", "offline": "Offline", "server": "Server", "http": "HTTP"}
@@ -36,21 +43,22 @@ def _stop_at(start: float, duration: float | None, deadline: float) -> float:
     return min(deadline, start + duration) if duration else deadline
 
 
-def warm_up(fn: RunFn, inputs: Sequence[Any], count: int, deadline: float) -> int:
+def warm_up(fn: RunFn, inputs: Sequence[Any], count: int, deadline: float,
+            clock: Clock = time.perf_counter) -> int:
     done = 0
-    while done < count and time.perf_counter() < deadline:
+    while done < count and clock() < deadline:
         fn(inputs[done % len(inputs)])
         done += 1
     return done
 
 
 def single_stream(fn: RunFn, inputs: Sequence[Any], *, warmup: int = 10, count: int | None = None,
-                  duration: float | None = 5.0, deadline: float) -> dict[str, Any]:
+                  duration: float | None = 5.0, deadline: float,
+                  clock: Clock = time.perf_counter) -> dict[str, Any]:
     """Batch-1 queries back to back; ``inputs`` are single-image batches, cycled."""
     if not inputs:
         raise ValueError("single_stream needs at least one input")
-    warm_up(fn, inputs, warmup, deadline)
-    clock = time.perf_counter
+    warm_up(fn, inputs, warmup, deadline, clock)
     n_in = len(inputs)
     limit = count if count else 1 << 62
     lat: list[float] = []
@@ -76,17 +84,16 @@ def single_stream(fn: RunFn, inputs: Sequence[Any], *, warmup: int = 10, count: 
 
 def offline(fn: RunFn, make_batch: BatchFn, *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SWEEP,
             warmup: int = 2, count: int | None = None, duration: float | None = 5.0,
-            deadline: float, min_iterations: int = 3) -> list[dict[str, Any]]:
+            deadline: float, min_iterations: int = 3, clock: Clock = time.perf_counter) -> list[dict[str, Any]]:
     """Throughput per batch size; ``duration`` is shared evenly by the sizes of the sweep."""
     results: list[dict[str, Any]] = []
     per_size = (duration / len(batch_sizes)) if duration else None
     for b in batch_sizes:
-        if time.perf_counter() >= deadline:
+        if clock() >= deadline:
             results.append({"batch_size": b, "status": "skipped", "reason": "time budget (--max-seconds) exhausted"})
             continue
         x = make_batch(b)
-        warm_up(fn, [x], warmup, deadline)
-        clock = time.perf_counter
+        warm_up(fn, [x], warmup, deadline, clock)
         lat: list[float] = []
         start = clock()
         stop = _stop_at(start, per_size, deadline)
@@ -118,12 +125,11 @@ def poisson_arrivals(qps: float, n: int, seed: int = 0) -> np.ndarray:
 
 def server(fn: RunFn, make_batch: BatchFn, *, target_qps: float, bound_ms: float, max_batch: int = 1,
            warmup: int = 10, count: int | None = None, duration: float | None = 5.0, deadline: float,
-           seed: int = 0) -> dict[str, Any]:
+           seed: int = 0, clock: Clock = time.perf_counter, sleep: Sleep = time.sleep) -> dict[str, Any]:
     """Poisson arrivals at ``target_qps`` served by one worker (dynamic batching up to ``max_batch``)."""
     one = make_batch(1)
-    warm_up(fn, [one], warmup, deadline)
+    warm_up(fn, [one], warmup, deadline, clock)
     batches = {1: one}
-    clock = time.perf_counter
     now0 = clock()
     budget = max(0.0, deadline - now0)
     span = min(duration, budget) if (duration and not count) else budget
@@ -143,7 +149,7 @@ def server(fn: RunFn, make_batch: BatchFn, *, target_qps: float, bound_ms: float
         if t_start + now >= stop:
             break
         if arrivals[i] > now:
-            time.sleep(min(arrivals[i] - now, max(0.0, stop - clock())))
+            sleep(min(arrivals[i] - now, max(0.0, stop - clock())))
             continue
         j = i + 1
         while j < n and j - i < max_batch and arrivals[j] <= now:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -15,15 +16,14 @@ from PIL import Image
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from distill.preprocess import ImageDecodeError, ImageTooLargeError
 
 from .batching import Arrival, BatcherClosed, MicroBatcher, QueueFull
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST
-from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, ImageResult, LabelsInfo, ModelInfo,
-                      ModelRef, Prediction, Timing)
+from .multipart import MultipartError, TooManyFiles, boundary_of, parse_form
+from .schemas import (ClassifyResponse, ErrorResponse, Health, ImageError, LabelsInfo, ModelInfo)
 from .state import ServeState, get_state
 
 router = APIRouter()
@@ -114,36 +114,36 @@ def _content_type_ok(ct: str) -> bool:
 
 
 async def _read_uploads(request: Request, state: ServeState) -> tuple[list[_Upload], Optional[str]]:
-    """Parse the multipart body into uploads (bytes) and the form's top_k, enforcing the count/size limits."""
+    """Parse the multipart body into uploads (bytes) and the form's top_k, enforcing the count/size limits.
+
+    The body is read whole (the middleware bounds it by ``max_request_bytes``) and split by
+    :func:`serve.multipart.parse_form`: the route needs every upload's bytes in memory anyway."""
     s = state.settings
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, f"expected a multipart/form-data body with image file parts, got {ctype or 'no content type'!r}")
     try:
-        form = await request.form(max_files=s.max_images_per_request * 4 + 4, max_fields=64,
-                                  max_part_size=64 * 1024)
-    except StarletteHTTPException as e:  # starlette's MultiPartException, re-raised as 400
-        if "Too many files" in str(e.detail):
-            raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request") from None
-        raise ApiError(400, f"malformed multipart body: {e.detail}") from None
-    try:
-        uploads: list[_Upload] = []
-        top_k_field: Optional[str] = None
-        for key, value in form.multi_items():
-            if key == "top_k" and isinstance(value, str):
-                top_k_field = value
-            if key not in FILE_FIELDS:
-                continue
-            if not isinstance(value, UploadFile):
-                raise ApiError(422, f"form field {key!r} must be a file upload, got a plain value")
-            if len(uploads) >= s.max_images_per_request:
-                raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request")
-            too_big = value.size is not None and value.size > s.max_upload_bytes
-            data = None if too_big else await value.read()  # None: over max_upload_bytes, bytes not kept
-            uploads.append(_Upload(len(uploads), value.filename, value.content_type or "", data))
-        return uploads, top_k_field
-    finally:
-        await form.close()
+        parts = parse_form(await request.body(), boundary_of(ctype), max_files=s.max_images_per_request * 4 + 4,
+                           max_fields=64, max_field_bytes=64 * 1024)
+    except TooManyFiles:
+        raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request") from None
+    except MultipartError as e:
+        raise ApiError(400, f"malformed multipart body: {e}") from None
+    uploads: list[_Upload] = []
+    top_k_field: Optional[str] = None
+    for part in parts:
+        if part.name == "top_k" and not part.is_file:
+            top_k_field = part.data.decode("utf-8", "replace")
+        if part.name not in FILE_FIELDS:
+            continue
+        if not part.is_file:
+            raise ApiError(422, f"form field {part.name!r} must be a file upload, got a plain value")
+        if len(uploads) >= s.max_images_per_request:
+            raise ApiError(413, f"too many images: at most {s.max_images_per_request} per request")
+        too_big = len(part.data) > s.max_upload_bytes
+        uploads.append(_Upload(len(uploads), part.filename, part.content_type,
+                               None if too_big else part.data))  # None: over max_upload_bytes
+    return uploads, top_k_field
 
 
 _INLINE_MAX_PIXELS = 1_000_000
@@ -212,7 +212,7 @@ async def classify(
     request: Request,
     top_k: Optional[int] = Query(None, ge=1, description="Classes per image (1..number of classes)."),
     state: ServeState = Depends(get_state),
-) -> ClassifyResponse:
+) -> Response:
     started = time.perf_counter()
     art, batcher, info = state.require_ready()
     labels = art.labels  # embedding models: one label set per request, even if POST /v1/labels swaps it meanwhile
@@ -265,20 +265,27 @@ async def classify(
         preds = art.top_k(labels.probs(res.output), k, names=labels.names)
     else:
         preds = art.top_k(res.output, k)
-    results = [
-        ImageResult(index=u.index, filename=u.filename,
-                    predictions=[Prediction(index=p.index, label=p.label, score=p.score) for p in row])
-        for u, row in zip(uploads, preds)
-    ]
-    return ClassifyResponse(
-        request_id=request.state.request_id,
-        model=ModelRef(name=info.name, version=info.version),
-        top_k=k,
-        results=results,
-        timing=Timing(preprocess_ms=round(preprocess_ms, 3), queue_ms=round(res.queue_ms, 3),
-                      inference_ms=round(res.inference_ms, 3),
-                      total_ms=round((time.perf_counter() - started) * 1e3, 3), batch_size=res.batch_size),
-    )
+    # The body is built as plain JSON here: ClassifyResponse (the route's response_model) stays the documented
+    # contract, but building the pydantic models and having FastAPI validate and serialize them again cost about
+    # as much loop time as the multipart parse (docs/results.md section 9). tests/serve/test_api.py checks that the
+    # body validates against ClassifyResponse.
+    body = {
+        "request_id": request.state.request_id,
+        "model": {"name": info.name, "version": info.version},
+        "top_k": k,
+        "results": [{"index": u.index, "filename": u.filename,
+                     "predictions": [{"index": p.index, "label": p.label, "score": p.score} for p in row]}
+                    for u, row in zip(uploads, preds)],
+        "timing": {"preprocess_ms": round(preprocess_ms, 3), "queue_ms": round(res.queue_ms, 3),
+                   "inference_ms": round(res.inference_ms, 3),
+                   "total_ms": round((time.perf_counter() - started) * 1e3, 3), "batch_size": res.batch_size},
+    }
+    return Response(_dumps(body), media_type="application/json")
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """Compact JSON, as FastAPI's own serializer writes it."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 for _path, _name, _summary in (("/v1/classify", "classify_v1", "Classify images"),

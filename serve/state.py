@@ -18,7 +18,7 @@ from PIL import Image
 from distill.io import sha256_file
 from export.runtime import Artifact, load_artifact
 
-from .batching import MicroBatcher, batch_sizes_to_try, choose_batch_limit, time_batch_sizes
+from .batching import Clock, MicroBatcher, batch_sizes_to_try, choose_batch_limit, time_batch_sizes
 from .decode import DecodePool
 from .errors import ApiError
 from .metrics import ServeMetrics
@@ -41,6 +41,7 @@ class ServeState:
         self.model_info: Optional[ModelInfo] = None
         self._warm_task: Optional[asyncio.Task] = None
         self.batch_timings: Optional[dict[str, float]] = None  # auto batch sizing: per-image ms by batch size
+        self.clock: Clock = time.perf_counter  # what auto batch sizing times with (tests inject a fake one)
         self.labels_info: Optional[LabelsInfo] = None
 
     # -- readiness ---------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class ServeState:
         art, batcher = self.artifact, self.batcher
         assert art is not None and batcher is not None
         timings = time_batch_sizes(batcher.run_sync, lambda n: np.zeros((n, *art.input_shape), dtype=art.input_dtype),
-                                   batch_sizes_to_try(self.settings.max_batch))
+                                   batch_sizes_to_try(self.settings.max_batch), clock=self.clock)
         limit = choose_batch_limit(timings, self.settings.batch_tolerance, self.settings.batch_call_overhead_ms)
         batcher.set_max_batch(limit)
         self.batch_timings = {str(n): round(t, 4) for n, t in timings.items()}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# helpers shared by test folders (fake_clock.py); a folder of its own, so nothing in it shadows a real package
+if str(Path(__file__).parent / "helpers") not in sys.path:
+    sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 SHARED = Path(os.environ.get("DISTILL_SHARED_DIR", REPO.parent / "shared"))
 CIFAR_TAR = SHARED / "data" / "cifar10-train-jpeg.tar.gz"
 CLOTHING_TAR = SHARED / "data" / "clothing-small-trainval.tar"

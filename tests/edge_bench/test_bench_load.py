@@ -95,6 +95,7 @@ def test_bench_load_runs_our_server_on_native_and_12mp_photos(tiny_artifact, clo
     for lv in rep["levels"]:
         assert lv["errors"] == 0 and lv["latency"]["n"] == 12
         assert lv["server_preprocess_ms"] > 0 and lv["server_inference_ms"] > 0
+        assert lv["server_total_ms"] >= lv["server_inference_ms"]
         assert lv["rss_peak_mb"] >= lv["rss_before_mb"] > 0
 
 
@@ -105,3 +106,24 @@ def test_bench_load_bad_input_is_one_error_line(tmp_path, bench_cli, tiny_artifa
     res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(clothing_small_dir),
                            "--peer", "triton", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "only peer is litserve" in res.output
+
+
+def test_a_port_taken_after_it_was_chosen_is_retried_on_another(tiny_artifact, monkeypatch):
+    """free_port() cannot rule out another process binding the port first: the server is started again elsewhere."""
+    import socket
+
+    from edge_bench import loadtest
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = loadtest.free_port
+        monkeypatch.setattr(loadtest, "free_port", lambda: next(ports, None) or real_free_port())
+        proc, port = loadtest.start_ready(ServerSpec("ours", "serve", ["--threads", "1", "--warmup", "0"]),
+                                          tiny_artifact)
+    try:
+        assert port != taken and proc.poll() is None
+    finally:
+        loadtest.stop_server(proc)

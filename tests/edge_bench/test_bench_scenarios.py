@@ -1,87 +1,177 @@
-"""Scenario mechanics on a fake model (fast, deterministic where it matters)."""
+"""Scenario mechanics on a fake model and a fake clock: exact counts, schedules and percentiles, never wall time.
+
+The fake model advances the fake clock by its service time, so a "run of 0.25 s" is exactly 256 calls of 2**-10 s
+(powers of two: the clock's sums are exact in floating point).
+"""
 
 from __future__ import annotations
 
-import time
+from typing import Sequence
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 
+from edge_bench import scenarios
 from edge_bench.scenarios import offline, poisson_arrivals, server, single_stream
 from edge_bench.stats import bootstrap_median_ci, intervals_overlap, latency_summary
 
-
-def _busy(seconds: float):
-    """A fake model taking ``seconds`` of wall time (sleep: robust when the shared CPUs are saturated)."""
-    def fn(x):
-        time.sleep(seconds)
-        return x
-    return fn
+MS = 2.0 ** -10  # about a millisecond, exact in binary
 
 
-def far() -> float:
-    return time.perf_counter() + 60
+@pytest.fixture(autouse=True)
+def _no_real_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario that sleeps for real instead of through its injected ``sleep`` fails at once."""
+    def refuse(dt: float) -> None:
+        raise AssertionError(f"time.sleep({dt}) called: the scenario ignored its injected sleep")
+    monkeypatch.setattr(scenarios.time, "sleep", refuse)
 
 
-def test_single_stream_count_and_percentiles():
-    r = single_stream(_busy(0.0002), [np.zeros((1, 3))], warmup=3, count=50, deadline=far())
-    assert r["n"] == 50 and r["batch_size"] == 1 and not r["truncated"]
-    assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
-    assert r["ci_lo_ms"] <= r["p50_ms"] <= r["ci_hi_ms"]
-    assert r["p50_ms"] >= 0.2
+def _rows(b: int) -> np.ndarray:
+    return np.zeros((b, 2))
 
 
-def test_single_stream_duration_and_hard_deadline():
-    t0 = time.perf_counter()
-    r = single_stream(_busy(0.001), [1], warmup=0, duration=0.2, deadline=far())
-    assert 0.15 < time.perf_counter() - t0 < 1.0 and r["n"] > 10
-    t0 = time.perf_counter()
-    r = single_stream(_busy(0.001), [1], warmup=0, count=10**6, deadline=time.perf_counter() + 0.2)
-    assert time.perf_counter() - t0 < 1.0 and r["truncated"]
+def test_single_stream_count_warmup_and_exact_percentiles():
+    clock = FakeClock()
+    cycle = [1 * MS, 2 * MS, 3 * MS, 10 * MS]
+    times = iter(cycle * 100)
+    r = single_stream(clock.model(lambda x: next(times)), [np.zeros((1, 3))], warmup=3, count=48,
+                      deadline=60.0, clock=clock)
+    assert len(clock.calls) == 3 + 48  # warm-up calls are run but not timed
+    timed = (cycle * 100)[3:3 + 48]
+    assert r["n"] == 48 and r["batch_size"] == 1 and not r["truncated"]
+    want = latency_summary(timed)
+    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "min_ms", "mean_ms"):
+        assert r[key] == pytest.approx(want[key], rel=1e-12), key
+    assert r["duration_s"] == pytest.approx(sum(timed)) and r["throughput_ips"] == pytest.approx(48 / sum(timed))
 
 
-def test_offline_sweep_throughput_and_budget():
-    res = offline(_busy(0.0005), lambda b: np.zeros((b, 2)), batch_sizes=(1, 4), duration=0.2, deadline=far())
+def test_single_stream_stops_at_its_duration_and_at_the_hard_deadline():
+    clock = FakeClock()
+    r = single_stream(clock.model(MS), [1], warmup=0, duration=0.25, deadline=60.0, clock=clock)
+    assert r["n"] == 256 and clock.t == 0.25 and not r["truncated"]  # the call that reaches 0.25 s is the last
+    assert r["throughput_ips"] == pytest.approx(1024.0)
+
+    clock = FakeClock()
+    r = single_stream(clock.model(MS), [1], warmup=0, count=10**6, deadline=0.25, clock=clock)
+    assert r["n"] == 256 and clock.t == 0.25 and r["truncated"]
+
+
+def test_single_stream_cycles_its_inputs_in_order():
+    clock = FakeClock()
+    single_stream(clock.model(MS), ["a", "b", "c"], warmup=0, count=7, deadline=60.0, clock=clock)
+    assert [x for _, x in clock.calls] == list("abcabca")
+
+
+def test_offline_sweep_shares_the_duration_and_skips_past_the_deadline():
+    clock = FakeClock()
+    res = offline(clock.model(2 * MS), _rows, batch_sizes=(1, 4), warmup=2, duration=0.5, deadline=60.0, clock=clock)
     assert [r["batch_size"] for r in res] == [1, 4]
-    assert all(r["throughput_ips"] > 0 for r in res)
-    # batch 4 takes the same time per call here, so it has ~4x the throughput
-    assert res[1]["throughput_ips"] > 1.5 * res[0]["throughput_ips"]
-    cut = offline(_busy(0.0005), lambda b: np.zeros((b, 2)), batch_sizes=(1, 2), duration=1, deadline=time.perf_counter())
-    assert all(r["status"] == "skipped" and "max-seconds" in r["reason"] for r in cut)
+    # 0.25 s per size at 2**-9 s a call: 128 timed calls each (plus 2 warm-up calls each)
+    assert [r["n"] for r in res] == [128, 128] and len(clock.calls) == 2 * (2 + 128)
+    assert [r["throughput_ips"] for r in res] == [pytest.approx(512.0), pytest.approx(4 * 512.0)]
+    assert [x.shape[0] for _, x in clock.calls] == [1] * 130 + [4] * 130
+
+    clock = FakeClock()
+    clock.t = 5.0
+    cut = offline(clock.model(MS), _rows, batch_sizes=(1, 2), duration=1, deadline=5.0, clock=clock)
+    assert all(r["status"] == "skipped" and "max-seconds" in r["reason"] for r in cut) and not clock.calls
+
+
+def test_offline_with_a_count_runs_that_many_calls():
+    clock = FakeClock()
+    res = offline(clock.model(MS), _rows, batch_sizes=(2,), warmup=0, count=5, duration=None, deadline=60.0,
+                  clock=clock, min_iterations=1)
+    assert res[0]["n"] == 5 and not res[0]["truncated"] and clock.t == 5 * MS
 
 
 def test_poisson_arrivals_rate():
     a = poisson_arrivals(1000.0, 20000, seed=1)
     assert np.all(np.diff(a) > 0)
     assert abs(20000 / a[-1] - 1000.0) / 1000.0 < 0.03
+    assert np.array_equal(a, poisson_arrivals(1000.0, 20000, seed=1))  # seeded: reproducible
     with pytest.raises(ValueError):
         poisson_arrivals(0, 5)
 
 
-def test_server_underloaded_meets_bound():
-    r = server(_busy(0.0005), lambda b: np.zeros((b, 2)), target_qps=100, bound_ms=250, duration=0.5,
-               warmup=2, deadline=far())
-    assert r["bound_met"] and r["unfinished"] == 0
-    assert 30 < r["achieved_qps"] < 250
-    assert r["completed"] == r["offered"]
+def _fixed_arrivals(monkeypatch: pytest.MonkeyPatch, times: Sequence[float]) -> None:
+    monkeypatch.setattr(scenarios, "poisson_arrivals", lambda qps, n, seed=0: np.asarray(times[:n], dtype=float))
+
+
+def test_server_batches_what_has_arrived_and_counts_latency_from_arrival(monkeypatch):
+    """A hand-made schedule: the worker takes every query that has arrived when it is free, up to max_batch."""
+    _fixed_arrivals(monkeypatch, [0.0, 1e-3, 2e-3, 3e-3, 10e-3, 10e-3, 10e-3])
+    clock = FakeClock()
+    r = server(clock.model(4e-3), _rows, target_qps=100, bound_ms=7.5, max_batch=2, warmup=0, count=7,
+               deadline=60.0, clock=clock, sleep=clock.sleep)
+    # t=0: q0 alone -> 4 ms; t=4: q1,q2 (max 2) -> 8; t=8: q3 -> 12; t=12: q4,q5 -> 16; t=16: q6 -> 20
+    assert [round(t * 1e3, 6) for t, _ in clock.calls] == [0, 4, 8, 12, 16]
+    assert [x.shape[0] for _, x in clock.calls] == [1, 2, 1, 2, 1]
+    assert r["batches"] == {1: 3, 2: 2} and r["completed"] == r["offered"] == 7 and r["unfinished"] == 0
+    latencies = np.array([4, 7, 6, 9, 6, 6, 10]) * 1e-3  # finish - arrival, per query
+    want = latency_summary(latencies)
+    assert r["p50_ms"] == pytest.approx(want["p50_ms"]) and r["p99_ms"] == pytest.approx(want["p99_ms"])
+    assert r["max_ms"] == pytest.approx(10.0) and not r["bound_met"]  # p99 9.9 ms > 7.5 ms
+    assert r["achieved_qps"] == pytest.approx(7 / 20e-3)
+
+
+def test_server_idles_until_the_next_arrival(monkeypatch):
+    _fixed_arrivals(monkeypatch, [0.0, 0.5])
+    clock = FakeClock()
+    slept: list[float] = []
+
+    def sleep(dt: float) -> None:
+        slept.append(dt)
+        clock.sleep(dt)
+
+    r = server(clock.model(0.125), _rows, target_qps=4, bound_ms=150, warmup=0, count=2, deadline=60.0,
+               clock=clock, sleep=sleep)
+    assert slept == [0.375] and [t for t, _ in clock.calls] == [0.0, 0.5]
+    assert r["bound_met"] and r["max_ms"] == 125.0 and r["batches"] == {1: 2}
+
+
+def test_server_underloaded_matches_a_single_server_queue():
+    """Poisson arrivals, one query at a time: each finishes at max(arrival, previous finish) + service."""
+    clock = FakeClock()
+    service = 2e-3
+    r = server(clock.model(service), _rows, target_qps=100, bound_ms=250, duration=0.5, warmup=0, deadline=60.0,
+               clock=clock, sleep=clock.sleep)
+    arrivals = poisson_arrivals(100, int(np.ceil(100 * 0.5)), 0)
+    arrivals = arrivals[arrivals <= 0.5]
+    finish, lat = 0.0, []
+    for a in arrivals:
+        finish = max(a, finish) + service
+        lat.append(finish - a)
+    assert r["offered"] == r["completed"] == len(arrivals) and r["unfinished"] == 0 and r["bound_met"]
+    assert r["p50_ms"] == pytest.approx(latency_summary(lat)["p50_ms"])
+    assert r["p99_ms"] == pytest.approx(latency_summary(lat)["p99_ms"])
 
 
 def test_server_overload_is_bounded_in_time():
-    """10x more queries than the model can serve: the run still ends promptly and fails the bound."""
-    t0 = time.perf_counter()
-    r = server(_busy(0.005), lambda b: np.zeros((b, 2)), target_qps=2000, bound_ms=10, duration=0.3,
-               warmup=0, deadline=far())
-    assert time.perf_counter() - t0 < 2.0
-    assert not r["bound_met"] and r["unfinished"] > 0
-    assert r["achieved_qps"] < 400
+    """10x more queries than the model can serve: the run stops once it has had as long again to drain."""
+    clock = FakeClock()
+    r = server(clock.model(5e-3), _rows, target_qps=2000, bound_ms=10, duration=0.3, warmup=0, deadline=60.0,
+               clock=clock, sleep=clock.sleep)
+    last = float(poisson_arrivals(2000, 600, 0)[r["offered"] - 1])
+    stop = 2.0 * last + 1.0
+    assert stop <= clock.t < stop + 5e-3  # the call that crossed the stop time is the last one
+    assert r["completed"] == len(clock.calls) and r["unfinished"] == r["offered"] - r["completed"] > 0
+    assert not r["bound_met"] and r["achieved_qps"] == pytest.approx(r["completed"] / clock.t)
 
 
-def test_server_dynamic_batching():
-    r = server(_busy(0.002), lambda b: np.zeros((b, 2)), target_qps=2000, bound_ms=1000, max_batch=8,
-               duration=0.3, warmup=0, deadline=far())
-    # one query at a time could not exceed 500 QPS; batching up to 8 serves more
-    assert max(r["batches"]) > 1 and sum(b * n for b, n in r["batches"].items()) == r["completed"]
-    assert r["completed"] > sum(r["batches"].values())
+def test_server_dynamic_batching_serves_more_than_one_at_a_time():
+    clock = FakeClock()
+    r = server(clock.model(2e-3), _rows, target_qps=2000, bound_ms=1000, max_batch=8, duration=0.3, warmup=0,
+               deadline=60.0, clock=clock, sleep=clock.sleep)
+    # one query at a time could not exceed 500 QPS; with batches of up to 8 the whole offer is served
+    assert r["unfinished"] == 0 and max(r["batches"]) == 8
+    assert sum(b * n for b, n in r["batches"].items()) == r["completed"] == r["offered"]
+    assert sum(r["batches"].values()) == len(clock.calls)
+
+
+def test_the_real_clock_is_the_default():
+    r = single_stream(lambda x: x, [1], warmup=1, count=3, deadline=float("inf"))
+    assert r["n"] == 3 and r["duration_s"] >= 0
 
 
 def test_stats_helpers():

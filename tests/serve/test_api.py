@@ -13,6 +13,8 @@ from PIL import Image
 
 from serve_helpers import png_bytes
 
+from serve.schemas import ClassifyResponse
+
 
 def _probs(resp_json: dict, i: int = 0) -> np.ndarray:
     preds = resp_json["results"][i]["predictions"]
@@ -42,6 +44,9 @@ def test_real_jpegs_match_the_runtime(client, artifact, real_jpegs):
         t = body["timing"]
         assert t["total_ms"] >= t["inference_ms"] >= 0 and t["queue_ms"] >= 0 and t["batch_size"] >= 1
         assert r.headers["x-request-id"] == body["request_id"]
+        # the body is built by hand (hot path): it must be exactly what the documented response model gives
+        assert ClassifyResponse.model_validate(body).model_dump(mode="json") == body
+        assert r.headers["content-type"] == "application/json"
 
 
 def test_several_images_in_order_under_both_field_names(client, artifact, real_jpegs):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
 import pytest
+from fake_clock import FakeClock
 from serve_helpers import running
 
 from serve.batching import MicroBatcher, batch_sizes_to_try, choose_batch_limit, time_batch_sizes
@@ -33,14 +33,16 @@ def test_choose_batch_limit():
         choose_batch_limit({})
 
 
-def test_time_batch_sizes_measures_per_image_cost():
-    def run(x: np.ndarray) -> np.ndarray:
-        time.sleep(0.004)  # per-call cost only
-        return x
+def test_time_batch_sizes_measures_per_image_cost_on_an_injected_clock():
+    clock = FakeClock()
+    costs = {1: [5e-3, 4e-3, 6e-3], 4: [9e-3, 8e-3, 8e-3]}  # per call, after the untimed first call at a size
+    left = {n: iter([1.0] + c + [1.0] * 50) for n, c in costs.items()}
+    run = clock.model(lambda x: next(left[x.shape[0]]))
 
-    t = time_batch_sizes(run, lambda n: np.zeros((n, 1), np.float32), [1, 4], budget_s=0.2)
-    assert set(t) == {1, 4}
-    assert t[1] >= 4.0 and t[4] < t[1] / 2
+    # 0.01 s a size: three timed calls each (at least three, then stop once past the size's share)
+    t = time_batch_sizes(run, lambda n: np.zeros((n, 1), np.float32), [1, 4], budget_s=0.02, clock=clock)
+    assert t == {1: pytest.approx(4.0), 4: pytest.approx(8.0 / 4)}  # the minimum call, per image
+    assert [x.shape[0] for _, x in clock.calls] == [1] * 4 + [4] * 4
 
 
 def test_set_max_batch_is_clamped_to_the_configured_limit():
@@ -54,25 +56,28 @@ def test_set_max_batch_is_clamped_to_the_configured_limit():
 
 
 class CostedArtifact:
-    """Wraps an artifact; ``run`` first sleeps ``per_call_ms + n * per_image_ms`` (a model with that cost)."""
+    """Wraps an artifact; ``run`` advances ``clock`` by ``per_call_ms + n * per_image_ms`` (a model with that cost,
+    on the fake clock the server's auto batch sizing reads: no wall time)."""
 
     def __init__(self, art: Any, per_call_ms: float, per_image_ms: float) -> None:
         self._art = art
         self.per_call_ms, self.per_image_ms = per_call_ms, per_image_ms
+        self.clock = FakeClock()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._art, name)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        time.sleep((self.per_call_ms + batch.shape[0] * self.per_image_ms) / 1e3)
+        self.clock.sleep((self.per_call_ms + batch.shape[0] * self.per_image_ms) / 1e3)
         return self._art.run(batch)
 
 
 @pytest.mark.parametrize("per_call_ms, per_image_ms, want", [(0.0, 10.0, 1), (30.0, 0.0, 4)])
 def test_auto_sizing_at_warmup_sets_and_reports_the_batch_limit(make_app, artifact, real_jpegs,
                                                                  per_call_ms, per_image_ms, want):
-    app = make_app(art=CostedArtifact(artifact, per_call_ms, per_image_ms), batch_sizing="auto",
-                   batch_tolerance=0.25, max_batch=4, max_wait_ms=100)
+    costed = CostedArtifact(artifact, per_call_ms, per_image_ms)
+    app = make_app(art=costed, batch_sizing="auto", batch_tolerance=0.25, max_batch=4, max_wait_ms=100)
+    app.state.serve.clock = costed.clock
 
     async def main():
         async with running(app) as c:

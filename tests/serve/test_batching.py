@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from serve_helpers import Gate, GatedArtifact, multipart, running, until
+from serve_helpers import Gate, GatedArtifact, multipart, running, until, wait_ready
 
 from serve.batching import BatcherClosed, MicroBatcher, QueueFull, batch_wait_s
 
@@ -298,6 +298,20 @@ def test_a_rejected_upload_withdraws_its_announcement(make_app):
     assert r.status_code == 400 and announced == 0
 
 
+def test_the_heap_is_frozen_by_the_time_the_server_is_ready(make_app, artifact):
+    """Start-up objects are out of the collector's reach (no long full-collection pauses under load)."""
+    import gc
+
+    gc.unfreeze()
+    gated = GatedArtifact(artifact)
+    app = make_app(art=gated, warmup=1)
+    with TestClient(app) as c:
+        assert c.get("/health/ready").status_code == 503 and gc.get_freeze_count() == 0  # still warming up
+        gated.gate.set()
+        wait_ready(c)
+        assert gc.get_freeze_count() > 0
+
+
 def test_readiness_waits_for_warmup(make_app, artifact, jpeg):
     gated = GatedArtifact(artifact)
     app = make_app(art=gated, warmup=1)
@@ -314,6 +328,14 @@ def test_readiness_waits_for_warmup(make_app, artifact, jpeg):
             time.sleep(0.01)
         assert c.get("/health/ready").json() == {"status": "ok", "ready": True, "detail": None}
         assert c.post("/v1/classify", files={"file": ("a.jpg", jpeg, "image/jpeg")}).status_code == 200
+
+
+def _open_when(cond, gate: threading.Event, timeout: float = 20.0) -> None:
+    """From another thread: set ``gate`` as soon as ``cond()`` holds (or after ``timeout``, so nothing hangs)."""
+    t_end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < t_end:
+        time.sleep(0.001)
+    gate.set()
 
 
 def test_queue_full_is_503_with_retry_after_and_shutdown_drains_in_flight(make_app, artifact, real_jpegs):
@@ -341,7 +363,9 @@ def test_queue_full_is_503_with_retry_after_and_shutdown_drains_in_flight(make_a
                 busy = await post(real_jpegs[3])
                 ready_before = (await c.get("/health/ready")).status_code
             finally:
-                threading.Timer(0.2, gated.gate.set).start()
+                # open the gate once shutdown has begun (an event, not a timer): draining finishes what was held
+                threading.Thread(target=_open_when, args=(lambda: app.state.serve.status == "draining", gated.gate),
+                                 daemon=True).start()
         # the lifespan has ended (shutdown) while requests were held: they must have completed
         return busy, ready_before, [await h for h in held]
 

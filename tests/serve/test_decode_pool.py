@@ -38,6 +38,62 @@ def test_jobs_start_in_arrival_order_and_the_queue_is_bounded():
     assert started == [0, 1, 2, 3, 4]
 
 
+def test_results_are_handed_back_in_arrival_order_even_when_a_later_job_finishes_first():
+    """Two threads: job 0 is held, job 1 finishes its decode; job 1 returns only after job 0 (FIFO hand-off)."""
+    gates = [threading.Event(), threading.Event()]
+    finished: list[int] = []
+    returned: list[int] = []
+
+    def job(i: int) -> int:
+        assert gates[i].wait(20)
+        finished.append(i)
+        return i
+
+    async def call(pool: DecodePool, i: int) -> None:
+        returned.append(await pool.run(job, i))
+
+    async def main():
+        pool = DecodePool(threads=2, max_pending=8)
+        tasks = [asyncio.create_task(call(pool, i)) for i in range(2)]
+        gates[1].set()
+        await until(lambda: finished == [1], "the later job's decode to finish first")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert returned == [], "a later job overtook an earlier one"
+        gates[0].set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        pool.close()
+
+    asyncio.run(main())
+    assert finished == [1, 0] and returned == [0, 1]
+
+
+def test_a_cancelled_job_does_not_block_or_reorder_the_ones_after_it():
+    gates = [threading.Event() for _ in range(3)]
+    returned: list[int] = []
+
+    def job(i: int) -> int:
+        assert gates[i].wait(20)
+        return i
+
+    async def call(pool: DecodePool, i: int) -> None:
+        returned.append(await pool.run(job, i))
+
+    async def main():
+        pool = DecodePool(threads=3, max_pending=8)
+        tasks = [asyncio.create_task(call(pool, i)) for i in range(3)]
+        await until(lambda: pool.pending == 3, "three jobs running")
+        tasks[0].cancel()  # the client of job 0 went away while its decode runs
+        gates[2].set()
+        gates[1].set()
+        await asyncio.wait_for(asyncio.gather(*tasks[1:]), 20)
+        gates[0].set()
+        pool.close()
+
+    asyncio.run(main())
+    assert returned == [1, 2]
+
+
 def test_the_loop_keeps_running_while_decodes_block():
     gate = threading.Event()
 
