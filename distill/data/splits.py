@@ -159,6 +159,8 @@ def build_splits(cfg: DataConfig, progress: bool = True) -> DataSplits:
         n_test = _count(n, cfg.test_fraction)
         n_val = 0 if cfg.val_dir is not None else _count(n, cfg.val_fraction)
         n_lab = cfg.shots if cfg.shots is not None else round(n * cfg.labeled_fraction)
+        if cfg.shots is None:  # fractions sum to <= 1 (DataConfig checks): 0.8 + 0.1 + 0.1 of 455 is rounding
+            n_lab = min(n_lab, n - n_test - n_val)
         if n_lab < 1:
             raise DataError(
                 f"labeled_fraction {cfg.labeled_fraction:g} gives fewer than one labeled image for class {name!r} "

@@ -124,6 +124,16 @@ def test_bad_data_is_a_one_line_error(tmp_path: Path, counts: dict[str, int], kw
     assert "\n" not in str(e.value)
 
 
+def test_fractions_summing_to_one_take_every_image_despite_rounding(tmp_path: Path) -> None:
+    """README's teacher command (--labeled-fraction 0.8 with 0.1 val + 0.1 test) once failed on a 455-image class:
+    46 + 46 + round(364.0) = 456 > 455. Fractions that fit are rounding, not too few images."""
+    root = _folder(tmp_path / "d", {"a": 5, "b": 7})
+    s = build_splits(_cfg(root, tmp_path, labeled_fraction=0.8, val_fraction=0.1, test_fraction=0.1))
+    assert len(s.labeled) + len(s.val) + len(s.test) == 12 and not s.unlabeled
+    with pytest.raises(ValueError):  # over 1 is still refused (by DataConfig, before any image is read)
+        _cfg(root, tmp_path, labeled_fraction=0.9, val_fraction=0.1, test_fraction=0.1)
+
+
 def test_missing_root_and_no_classes(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dataset not found"):
         build_splits(_cfg(tmp_path / "nope", tmp_path))
