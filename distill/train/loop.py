@@ -244,10 +244,14 @@ def _setup_student(run: Run) -> None:
 
 
 def _setup_budget(run: Run) -> None:
-    """An epoch is one pass over the unlabeled pool (the labeled set when there is none), for every method."""
+    """An epoch is one pass over the unlabeled pool the method draws from (the labeled set when it draws none).
+
+    A supervised run (``ce``) never draws from the pool: with --labeled-fraction 0.8 its pool is a few rounding
+    leftovers, and an epoch of one step made it validate and checkpoint after every step."""
     cfg, m = run.cfg, run.method
-    epoch_pool = len(m.unlabeled) if (m.unlabeled and cfg.batch_unlabeled) else len(m.labeled)
-    epoch_batch = cfg.batch_unlabeled if (m.unlabeled and cfg.batch_unlabeled) else cfg.batch_labeled
+    pooled = bool(m.unlabeled and cfg.batch_unlabeled and m.trains_on_unlabeled)
+    epoch_pool = len(m.unlabeled) if pooled else len(m.labeled)
+    epoch_batch = cfg.batch_unlabeled if pooled else cfg.batch_labeled
     if run.shard_teacher is not None:    # a streamed pool: the counts in its shards.json
         from ..data import create_eval_transform
         from ..data.shards import ShardStream

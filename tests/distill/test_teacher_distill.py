@@ -37,6 +37,9 @@ def test_ce_needs_no_teacher(ce_run: Path) -> None:
     summary = json.loads((ce_run / "summary.json").read_text())
     assert summary["method"] == "ce" and summary["completed"]
     assert summary["teacher"]["val_acc"] is None and summary["teacher"]["test_acc"] is None
+    # its epoch is a pass over the 40 labeled images it trains on (batch 8), not over the pool it never draws
+    # from (once an epoch of one step there: a validation and a checkpoint after every step)
+    assert summary["steps_per_epoch"] == 5
     from distill.checkpoint import load_checkpoint
 
     assert load_checkpoint(ce_run / "best.pt")["teacher"] is None
