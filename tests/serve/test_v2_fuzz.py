@@ -34,8 +34,11 @@ def _fuzz(app, min_paths: set[str], examples: int) -> set[str]:
         params = case.path_parameters or {}
         if "name" in params and len(seen) % 4:  # mostly the served model, so bodies reach the tensor checks
             params["name"] = MODEL
-        response = case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
-                                                  response_schema_conformance])
+        # a readiness route answers 503 by design (documented in the schema: strict readiness, as Triton's, e.g. after a
+        # fuzzed load left a model in error); status_code_conformance still holds it to the documented statuses
+        ready_route = case.operation.path.endswith("/ready")
+        response = case.call_and_validate(checks=[*([] if ready_route else [not_a_server_error]),
+                                                  status_code_conformance, response_schema_conformance])
         statuses.setdefault(case.operation.path, set()).add(response.status_code)
 
     check()
