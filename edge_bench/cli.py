@@ -137,10 +137,9 @@ def run_cmd(
     models = [_model_arg(m, kind="model") for m in model] + [_model_arg(c, kind="checkpoint") for c in checkpoint]
     if not models:
         raise ConfigError("nothing to benchmark: pass --model PATH and/or --checkpoint PATH")
-    if data is not None and data.is_file():  # an archive: extracted once into the cache, like train and eval do
-        from distill.data.archive import resolve_dataset_root
+    from distill.data.archive import resolve_images_arg
 
-        data = resolve_dataset_root(data)
+    data = resolve_images_arg(data)  # an archive: extracted once into the cache, like train and eval do
     labels = [lbl for lbl, _ in models]
     dup = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dup:

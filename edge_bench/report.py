@@ -167,12 +167,12 @@ def reference_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     for r in report["results"]:
         if r.get("status") == "ok" and r.get("scenario") == "SingleStream" and r.get("batch_size", 1) == 1:
             ss.setdefault((r["model"], r["backend"]), r)
+    ratio = lambda a, b: a / b if a and b else None  # noqa: E731
     rows = []
     for (model, backend), r in ss.items():
         base = ss.get((ref, backend))
         if model == ref or base is None:
             continue
-        ratio = lambda a, b: a / b if a and b else None  # noqa: E731
         rows.append({"model": model, "reference": ref, "backend": backend, "top1": r.get("top1"),
                      "reference_top1": base.get("top1"), "p50_ms": r.get("p50_ms"),
                      "reference_p50_ms": base.get("p50_ms"), "speedup": ratio(base.get("p50_ms"), r.get("p50_ms")),

@@ -25,16 +25,6 @@ def _split(values: Optional[List[str]]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _images_dir(path: Optional[Path]) -> Optional[Path]:
-    """A directory as given; an archive (.tar/.tar.gz, as train, eval and bench take) extracted once into the cache
-    and descended into its image folder (CIFAR-10's ``train/``)."""
-    if path is None or not path.is_file():
-        return path
-    from distill.data.archive import resolve_dataset_root
-
-    return resolve_dataset_root(path)
-
-
 @app.command("onnx")
 def onnx_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Output .onnx file (variants go next to it: NAME.fp16.onnx, NAME.int8.onnx)."),
@@ -57,7 +47,9 @@ def onnx_cmd(
     mlflow: bool = typer.Option(False, "--mlflow", help="Log the verified artifact(s) to the MLflow run of the checkpoint's run directory (distill train --mlflow-uri)."),
 ) -> None:
     """Export a student checkpoint (or, with --teacher, a teacher) to a verified ONNX artifact."""
-    calib_dir, verify_dir = _images_dir(calib_dir), _images_dir(verify_dir)
+    from distill.data.archive import resolve_images_arg
+
+    calib_dir, verify_dir = resolve_images_arg(calib_dir), resolve_images_arg(verify_dir)
     if (checkpoint is None) == (teacher is None):
         from distill.errors import ConfigError
 

@@ -163,6 +163,14 @@ def resolve_dataset_root(path: str | Path, subdir: str | None = None, cache_dir:
     return _descend(base, path)
 
 
+def resolve_images_arg(path: Path | None) -> Path | None:
+    """A CLI's image-folder option: a directory as given (any layout, flat folders too); an archive (.tar/.tar.gz,
+    as train and eval take) extracted once into the cache and descended into its image folder (CIFAR-10's train/)."""
+    if path is None or not path.is_file():
+        return path
+    return resolve_dataset_root(path)
+
+
 def _descend(base: Path, shown: Path) -> Path:
     for _ in range(3):  # e.g. archive/<name>/train/<class>/<img>
         if is_image_folder(base):

@@ -25,16 +25,20 @@ CLASSES = ["a", "b", "c"]
 SIZE = 32
 
 
+def _image_folder(root: Path, per_class: int, seed: int) -> Path:
+    """A labeled ImageFolder of CLASSES x ``per_class`` small random RGB PNGs (40x48)."""
+    rng = np.random.default_rng(seed)
+    for c in CLASSES:
+        (root / c).mkdir()
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
 def verify_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A labeled ImageFolder of 6 small RGB images (export verifies parity on real decoded files)."""
-    root = tmp_path_factory.mktemp("verify")
-    rng = np.random.default_rng(0)
-    for c in CLASSES:
-        (root / c).mkdir()
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+    return _image_folder(tmp_path_factory.mktemp("verify"), 2, seed=0)
 
 
 @pytest.mark.parametrize("arch", EDGE_STUDENTS)
@@ -133,13 +137,7 @@ def test_checkpoints_from_before_the_head_api_still_load() -> None:
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A labeled ImageFolder of 3 classes x 10 small RGB images: enough for train/val/test splits with 2 shots."""
-    root = tmp_path_factory.mktemp("folder")
-    rng = np.random.default_rng(1)
-    for c in CLASSES:
-        (root / c).mkdir()
-        for i in range(10):
-            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+    return _image_folder(tmp_path_factory.mktemp("folder"), 10, seed=1)
 
 
 @pytest.mark.parametrize("how", ["option", "config"])
