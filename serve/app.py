@@ -265,6 +265,7 @@ def create_app(settings: Optional[ServeSettings] = None, artifact: Optional[Arti
             await v2_models.close()
             await batcher.close(timeout=settings.drain_timeout_s)
             state.decoder.close()
+            state.metrics.close()
             log.info("stopped: %d batches, %d images", batcher.batches, batcher.images)
 
     app = FastAPI(

@@ -7,11 +7,15 @@ invalid model ends with one ``error:`` line and exit code 2 instead of a traceba
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
+import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from pydantic import ValidationError
@@ -49,6 +53,7 @@ def serve(
     http: Optional[str] = typer.Option(None, "--http", help="HTTP parser: auto, h11 or httptools (default: auto: httptools if installed)."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default: info)."),
     access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request (default: on)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Server processes sharing the port, each with its own model and an equal share of the CPUs; metrics are summed over them; --model only (default: 1)."),
 ) -> None:
     """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
     overrides: dict[str, Any] = {
@@ -56,7 +61,7 @@ def serve(
         "adaptive_wait": adaptive_wait, "batch_sizing": batch_sizing, "queue_size": queue_size, "max_upload_bytes": max_upload_bytes,
         "max_request_bytes": max_request_bytes, "max_pixels": max_pixels, "max_images_per_request": max_images,
         "default_top_k": top_k, "intra_op_threads": threads, "providers": provider or None, "warmup": warmup,
-        "loop": loop, "http": http, "log_level": log_level, "access_log": access_log,
+        "loop": loop, "http": http, "log_level": log_level, "access_log": access_log, "workers": workers,
     }
     run_server({k: v for k, v in overrides.items() if v is not None})
 
@@ -76,6 +81,9 @@ def run_server(overrides: dict[str, Any]) -> None:
         fail("no model given: pass --model ARTIFACT (or --model-repository DIR) or set DISTILL_SERVE_MODEL")
     if settings.model_repository is not None and not settings.model_repository.is_dir():
         fail(f"model repository {settings.model_repository} is not a directory (write one with 'distill export triton')")
+    if settings.workers > 1 and settings.model_repository is not None:
+        fail("--workers applies to --model: a model repository's load/unload requests would reach one worker "
+             "(run one process per replica instead)")
     for option, impl in (("loop", settings.loop), ("http", settings.http)):
         if impl in ("uvloop", "httptools") and importlib.util.find_spec(impl) is None:
             fail(f"--{option} {impl}: {impl} is not installed (pip install '{impl}', or --{option} auto)")
@@ -91,13 +99,37 @@ def run_server(overrides: dict[str, Any]) -> None:
     else:
         art = _load_or_fail(settings, load_artifact)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app_ = create_app(settings, artifact=art)
-    _exit_zero_on_stop_signals()
-    uvicorn.run(
-        app_, host=settings.host, port=settings.port, loop=settings.loop, http=settings.http,
+    common: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, loop=settings.loop, http=settings.http,
         log_level=settings.log_level, access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, server_header=False,
     )
+    if settings.workers > 1:
+        del art  # checked above (fail fast); each worker loads its own
+        with _worker_environment(settings, overrides):
+            uvicorn.run("serve.app:app_from_env", factory=True, workers=settings.workers, **common)
+        return
+    app_ = create_app(settings, artifact=art)
+    _exit_zero_on_stop_signals()
+    uvicorn.run(app_, **common)
+
+
+@contextlib.contextmanager
+def _worker_environment(settings: Any, overrides: dict[str, Any]) -> Iterator[None]:
+    """What worker processes start from: the CLI's options as ``DISTILL_SERVE_*`` variables (the workers build
+    their settings from the environment) and a fresh directory for the summed metrics, removed afterwards."""
+    from .metrics import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="distill-serve-metrics-")
+    saved = dict(os.environ)
+    os.environ.update(settings.to_env(overrides))
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _load_or_fail(settings: Any, load_artifact: Any) -> Any:

@@ -6,8 +6,9 @@ the environment; the container is configured with ``-e DISTILL_SERVE_MODEL=/mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Iterable, Literal, Optional
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +88,11 @@ class ServeSettings(BaseSettings):
         "cores the event loop needs (with ORT's default threads, spinning doubled the server CPU per request).",
     )
     providers: Optional[list[str]] = Field(None, description="onnxruntime execution providers (None: best available).")
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes sharing the port (uvicorn workers), each with its own model, "
+        "batcher and decode pool, and an equal share of the usable CPUs for its threads. One Python process is held "
+        "back by its GIL under load (docs/results.md 9d); a second one uses the cores that leaves idle. Metrics are "
+        "summed over the workers; label swaps (POST /v1/labels) need a single worker; --model only.")
     warmup: int = Field(3, ge=0, description="Warm-up inference calls (batch 1 and max_batch) before ready.")
     drain_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for in-flight requests.")
     loop: Literal["auto", "asyncio", "uvloop"] = Field(
@@ -111,11 +117,32 @@ class ServeSettings(BaseSettings):
     log_level: str = Field("info")
     access_log: bool = Field(True)
 
+    def cpus_per_worker(self) -> int:
+        """The CPUs this process may really use (affinity, cgroup quota), shared equally by the workers."""
+        return max(1, usable_cpus() // self.workers)
+
     def ort_threads(self) -> int:
-        """onnxruntime intra-op threads: the setting, else the CPUs this process may really use."""
-        return self.intra_op_threads or usable_cpus()
+        """onnxruntime intra-op threads: the setting, else this worker's share of the usable CPUs."""
+        return self.intra_op_threads or self.cpus_per_worker()
 
     def decode_pool_threads(self) -> int:
-        """Decode threads: the setting, else the CPUs this process may really use."""
-        return self.decode_threads or usable_cpus()
+        """Decode threads: the setting, else this worker's share of the usable CPUs."""
+        return self.decode_threads or self.cpus_per_worker()
+
+    def to_env(self, fields: Iterable[str]) -> dict[str, str]:
+        """``DISTILL_SERVE_*`` variables that give ``fields`` their values here: how the CLI hands its options to
+        worker processes, which build their settings from the environment (:func:`serve.app.app_from_env`)."""
+        out = {}
+        for name in fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (list, tuple, dict)):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            out[ENV_PREFIX + name.upper()] = text
+        return out
 

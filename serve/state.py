@@ -142,6 +142,10 @@ class ServeState:
             raise ApiError(503, f"model not loaded ({self.status})", headers={"Retry-After": str(self.settings.retry_after_s)})
         if not art.is_embedding:
             raise ApiError(409, f"{art.path.name} is a classifier with fixed classes; only embedding models take a label set")
+        if self.settings.workers > 1:  # a swap would reach the one worker that took this request
+            raise ApiError(409, f"label swaps need a single server process: this server runs {self.settings.workers} "
+                                "workers, each with its own label set (restart with --workers 1, or replace "
+                                "model.labels.npz / set DISTILL_SERVE_LABELS and restart)")
         try:
             ls = LabelSet.from_bytes(data)
         except LabelSetError as e:

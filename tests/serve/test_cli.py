@@ -165,3 +165,126 @@ def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jp
             proc.kill()
             raise
     assert rc == 0, "".join(lines)
+
+
+def test_workers_with_a_model_repository_is_one_line(distill_like, tmp_path):
+    result = CliRunner().invoke(distill_like, ["serve", "--model-repository", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 2
+    assert "--workers applies to --model" in _one_error_line(result.output)
+
+
+def test_bad_workers_is_one_line(distill_like, tiny_artifact):
+    result = CliRunner().invoke(distill_like, ["serve", "--model", str(tiny_artifact), "--workers", "0"])
+    assert result.exit_code == 2
+    assert "workers" in _one_error_line(result.output)
+
+
+def test_worker_settings_travel_through_the_environment(tiny_artifact, monkeypatch):
+    """The CLI hands its options to worker processes as DISTILL_SERVE_* variables; a worker's settings, read
+    from the environment alone, must equal the parent's (lists, bools and paths included)."""
+    from serve.settings import ServeSettings
+
+    overrides = {"model": tiny_artifact, "max_batch": 8, "max_wait_ms": 2.5, "adaptive_wait": False,
+                 "providers": ["CPUExecutionProvider"], "access_log": False, "workers": 3, "cors_origins": ["*"]}
+    parent = ServeSettings(**overrides)
+    for k in list(os.environ):
+        if k.startswith("DISTILL_SERVE_"):
+            monkeypatch.delenv(k)
+    for k, v in parent.to_env(overrides).items():
+        monkeypatch.setenv(k, v)
+    assert ServeSettings() == parent
+
+
+def test_workers_share_the_cpus(monkeypatch):
+    import serve.settings as ss
+
+    monkeypatch.setattr(ss, "usable_cpus", lambda: 8)
+    assert ss.ServeSettings(workers=1).ort_threads() == 8
+    assert ss.ServeSettings(workers=2).ort_threads() == 4 and ss.ServeSettings(workers=2).decode_pool_threads() == 4
+    assert ss.ServeSettings(workers=3).ort_threads() == 2  # 8 // 3: never more threads than CPUs
+    assert ss.ServeSettings(workers=16).ort_threads() == 1
+    assert ss.ServeSettings(workers=2, intra_op_threads=3).ort_threads() == 3  # an explicit setting wins
+
+
+_METRICS_CHILD = r"""
+import sys
+from serve.metrics import ServeMetrics
+m = ServeMetrics()
+assert m.multiprocess
+for _ in range(int(sys.argv[1])):
+    m.requests.labels("/v1/classify", "POST", "200").inc()
+m.in_flight.inc(int(sys.argv[2]))
+m.ready.set(int(sys.argv[3]))
+if sys.argv[4] == "stop":
+    m.close()
+"""
+
+
+def _counter(text: str, name: str) -> float:
+    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
+def test_metrics_are_summed_over_worker_processes(tmp_path):
+    """Each worker writes its metrics under PROMETHEUS_MULTIPROC_DIR; any worker's /metrics reports the sum.
+    Three real processes: two workers alive (3 and 4 requests, 1 and 2 in flight, one not ready yet), one that
+    stopped (5 requests, its in-flight gauge leaves the sum); a fourth renders."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for args in (["3", "1", "1", "live"], ["4", "2", "0", "live"], ["5", "7", "1", "stop"]):
+        subprocess.run([sys.executable, "-c", _METRICS_CHILD, *args], env=env, check=True, timeout=60)
+    render = subprocess.run([sys.executable, "-c", "from serve.metrics import ServeMetrics; import sys; "
+                             "sys.stdout.write(ServeMetrics().render().decode())"],
+                            env=env, check=True, timeout=60, capture_output=True, text=True).stdout
+    assert _counter(render, r'distill_serve_requests_total\{method="POST",route="/v1/classify",status="200"\}') == 12
+    assert _counter(render, "distill_serve_requests_in_flight") == 3  # livesum: the stopped worker's 7 left
+    assert _counter(render, "distill_serve_ready") == 0  # livemin: one worker is not ready yet
+
+
+def test_workers_serve_one_port_and_stop_cleanly(tiny_artifact, real_jpegs, tmp_path):
+    """`--workers 2`: two server processes behind one port, each with the model, the summed /metrics counting
+    every request whichever worker answers the scrape, and SIGTERM stopping all of them with exit 0."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
+    proc, port, lines = _start_on_port_zero(
+        [sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", "0", "--workers", "2",
+         "--warmup", "0", "--no-access-log", "--log-level", "info"], env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("server exited: " + "".join(lines))
+                time.sleep(0.1)
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn" in " ".join(c.cmdline())
+                   and "resource_tracker" not in " ".join(c.cmdline())]
+        assert len(workers) == 2, [c.cmdline() for c in psutil.Process(proc.pid).children()]
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+                f"Content-Type: image/jpeg\r\n\r\n").encode() + real_jpegs[0].read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        for _ in range(12):  # a new connection each: the kernel hands them to either worker
+            req = urllib.request.Request(base + "/v1/classify", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+        metrics_dirs = [p for p in tmp_path.iterdir() if p.name.startswith("distill-serve-metrics-")]
+        assert len(metrics_dirs) == 1
+        for _ in range(4):
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert _counter(text, r'distill_serve_requests_total\{method="POST",route="/v1/classify",status="200"\}') == 12
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, "".join(lines)
+    assert not any(p.name.startswith("distill-serve-metrics-") for p in tmp_path.iterdir())  # removed at exit
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

@@ -126,3 +126,22 @@ def test_labels_endpoint_disabled_or_not_applicable(vl_artifact: Path, tiny_arti
         _ready(c)
         assert c.get("/v1/model").json()["classes"] == ["dog", "cat"]
         assert c.get("/v1/labels").json()["source"] == str(path)
+
+
+def test_replace_labels_refused_with_several_workers(vl_artifact: Path, tmp_path: Path) -> None:
+    """With --workers N each process holds its own label set: a swap would change the one worker that took the
+    request, so the server refuses it (409, with the way out) and keeps serving the set it has."""
+    from export.runtime import load_artifact
+    from serve.app import create_app
+    from serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(model=vl_artifact, warmup=0, admin_token=TOKEN, workers=2),
+                     artifact=load_artifact(vl_artifact))
+    full = LabelSet.load(vl_artifact.with_name("vl.labels.npz"))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        _ready(c)
+        r = c.post("/v1/labels", files={"file": ("n.npz", _npz(full.subset(["ship", "cat"]), tmp_path, "n.labels.npz"))},
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 409, r.text
+        assert "single server process" in r.json()["detail"] and "--workers 1" in r.json()["detail"]
+        assert c.get("/v1/labels").json()["num_classes"] == 10
