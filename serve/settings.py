@@ -91,7 +91,7 @@ class ServeSettings(BaseSettings):
     workers: int = Field(
         1, ge=1, le=64, description="Server processes sharing the port (uvicorn workers), each with its own model, "
         "batcher and decode pool, and an equal share of the usable CPUs for its threads. One Python process is held "
-        "back by its GIL under load (docs/results.md 9d); a second one uses the cores that leaves idle. Metrics are "
+        "back by its GIL under load (docs/results.md 14); a second one uses the cores that leaves idle. Metrics are "
         "summed over the workers; label swaps (POST /v1/labels) need a single worker; --model only.")
     warmup: int = Field(3, ge=0, description="Warm-up inference calls (batch 1 and max_batch) before ready.")
     drain_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for in-flight requests.")

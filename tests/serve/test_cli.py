@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from serve_helpers import multipart
 from typer.testing import CliRunner
 
 from distill.cli_base import DistillTyper
@@ -132,6 +133,19 @@ def _start_on_port_zero(cmd: list[str], env: dict[str, str]) -> tuple[subprocess
     return proc, port, lines
 
 
+def _wait_ready(base: str, proc: subprocess.Popen, lines: list[str], tries: int) -> None:
+    """Poll /health/ready (every 0.1 s, ``tries`` times) until 200; fail at once if the server exits."""
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("server exited: " + "".join(lines))
+            time.sleep(0.1)
+
+
 def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jpegs):
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_SERVE_MAX_WAIT_MS": "1"}
     proc, port, lines = _start_on_port_zero(
@@ -139,21 +153,10 @@ def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jp
          "--no-access-log", "--log-level", "info"], env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("server exited: " + "".join(lines))
-                time.sleep(0.1)
-        boundary = uuid.uuid4().hex
-        data = real_jpegs[0].read_bytes()
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        _wait_ready(base, proc, lines, tries=300)
+        body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
         req = urllib.request.Request(base + "/classify?top_k=3", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                     headers={"Content-Type": ctype})
         with urllib.request.urlopen(req, timeout=10) as r:
             answer = json.loads(r.read())
         assert len(answer["results"][0]["predictions"]) == 3
@@ -252,24 +255,14 @@ def test_workers_serve_one_port_and_stop_cleanly(tiny_artifact, real_jpegs, tmp_
          "--warmup", "0", "--no-access-log", "--log-level", "info"], env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("server exited: " + "".join(lines))
-                time.sleep(0.1)
+        _wait_ready(base, proc, lines, tries=600)
         workers = [c for c in psutil.Process(proc.pid).children() if "spawn" in " ".join(c.cmdline())
                    and "resource_tracker" not in " ".join(c.cmdline())]
         assert len(workers) == 2, [c.cmdline() for c in psutil.Process(proc.pid).children()]
-        boundary = uuid.uuid4().hex
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
-                f"Content-Type: image/jpeg\r\n\r\n").encode() + real_jpegs[0].read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
         for _ in range(12):  # a new connection each: the kernel hands them to either worker
             req = urllib.request.Request(base + "/v1/classify", data=body, method="POST",
-                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+                                         headers={"Content-Type": ctype})
             with urllib.request.urlopen(req, timeout=30) as r:
                 assert r.status == 200
         metrics_dirs = [p for p in tmp_path.iterdir() if p.name.startswith("distill-serve-metrics-")]
