@@ -18,6 +18,8 @@ Commands
 ``load``      loopback load test of servers it starts side by side (``distill serve`` configurations and the
               LitServe peer, ``--peer litserve``) over the same artifact: photos at their own size and upscaled
               to 12 MP, concurrency levels, interleaved rounds; server-side preprocess vs inference time, peak RSS.
+              Only the server being measured runs (the others are paused); ratios are to ``--reference``
+              (default: the peer, else the first server).
 ``abtest``    ``load`` with two ``distill serve`` configurations (default: batching on vs off) and 5 rounds.
 ``decode``    fast (DCT-scaled) against full decode on labeled photos, native and 12 MP: top-1, agreement,
               server-side preprocessing time side by side, training-loader images/s.
@@ -251,7 +253,8 @@ def http_cmd(
 
 
 def _load_run(model: Path, images: Path, servers: list[str], peer: Optional[str], sizes: str, concurrency: str,
-              requests: int, rounds: int, max_images: int, out: Path, command: str) -> None:
+              requests: int, rounds: int, max_images: int, out: Path, command: str,
+              reference: Optional[str] = None) -> None:
     from distill.io import atomic_write_text, check_writable
 
     from .accuracy import list_images
@@ -272,6 +275,9 @@ def _load_run(model: Path, images: Path, servers: list[str], peer: Optional[str]
         specs.append(ServerSpec("litserve", "litserve", pa))
     if len({s.name for s in specs}) != len(specs):
         raise ConfigError("server names must differ")
+    reference = reference or ("litserve" if peer else specs[0].name)  # ratios are to the peer when there is one
+    if reference not in {s.name for s in specs}:
+        raise ConfigError(f"--reference {reference!r} is not a server of this run: {', '.join(s.name for s in specs)}")
     files = list_images(images, max_images)
     photos = photo_sets(files, [s.strip() for s in sizes.split(",") if s.strip()])
     check_writable(out / "results.json")
@@ -286,7 +292,8 @@ def _load_run(model: Path, images: Path, servers: list[str], peer: Optional[str]
                       f"CPU {lv.server_cpu_ms_per_request} ms/req  errors {lv.errors}  "
                       f"RSS {lv.rss_before_mb}->{lv.rss_peak_mb} MB  (load {os.getloadavg()[0]:.2f})", highlight=False)
 
-    res = run_load(model, photos, specs, levels=levels, requests=requests, rounds=rounds, progress=progress)
+    res = run_load(model, photos, specs, levels=levels, requests=requests, rounds=rounds, reference=reference,
+                   progress=progress)
     env["load_average_end"] = load_average()
     report = {"command": command, "created": env["timestamp"], "model": str(model),
               "servers": [s.__dict__ for s in specs], "photos": {k: len(v) for k, v in photos.items()},
@@ -317,10 +324,13 @@ def load_cmd(
     rounds: int = typer.Option(1, help="Interleaved rounds (A, B, A, B, ...)."),
     max_images: int = typer.Option(64, help="Photos read and cycled (the first 8 are upscaled for 12mp)."),
     out: Path = typer.Option(Path("runs/bench-load"), help="Output directory for results.json."),
+    reference: Optional[str] = typer.Option(None, help="Server the throughput ratios are to (default: the peer "
+                                            "when there is one, else the first server)."),
 ) -> None:
-    """Load test of servers started side by side on loopback (throughput, latency, server timing, peak RSS)."""
+    """Load test of servers started side by side on loopback (throughput, latency, server timing, peak RSS);
+    only the server being measured runs, the others are paused meanwhile."""
     _load_run(model, images, server or ["ours=--max-batch 16 --max-wait-ms 5 --threads 1"], peer, sizes,
-              concurrency, requests, rounds, max_images, out, "distill bench load")
+              concurrency, requests, rounds, max_images, out, "distill bench load", reference)
 
 
 @app.command("abtest")

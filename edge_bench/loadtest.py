@@ -19,10 +19,12 @@ The client shares the machine with the servers: say so when quoting numbers (the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from distill.errors import ConfigError, DistillError
 
@@ -96,11 +98,16 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 class RssSampler:
-    """Peak RSS (MB) of a process and its children, sampled in a thread while a level runs."""
+    """Peak RSS (MB) of a process and its children, sampled in a thread while a level runs.
+
+    Sampled once on entry (``start_mb``, the peak's floor) and once on exit as well as in between: a level too
+    short for the thread to sample, or one that starts after a bigger level's memory was returned, still gets a
+    peak that is the maximum over the level, never one below its own start."""
 
     def __init__(self, pid: Optional[int], every_s: float = 0.01) -> None:
         self.pid, self.every_s = pid, every_s
         self.peak_mb: Optional[float] = None
+        self.start_mb: Optional[float] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -116,14 +123,19 @@ class RssSampler:
         except psutil.Error:
             return None
 
+    def _sample(self) -> Optional[float]:
+        mb = self.read_mb()
+        if mb is not None:
+            self.peak_mb = max(self.peak_mb or 0.0, mb)
+        return mb
+
     def _loop(self) -> None:
         while not self._stop.wait(self.every_s):
-            mb = self.read_mb()
-            if mb is not None:
-                self.peak_mb = max(self.peak_mb or 0.0, mb)
+            self._sample()
 
     def __enter__(self) -> "RssSampler":
         if self.pid is not None:
+            self.start_mb = self._sample()
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
@@ -132,6 +144,7 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+            self._sample()
 
 
 def cpu_seconds(pid: Optional[int]) -> Optional[float]:
@@ -214,10 +227,10 @@ async def _drive(host: str, port: int, requests: list[bytes], concurrency: int, 
 def run_level(host: str, port: int, requests: list[bytes], concurrency: int, total: int, *, server: str = "",
               photos: str = "", round_: int = 0, pid: Optional[int] = None) -> Level:
     sampler = RssSampler(pid)
-    rss0 = sampler.read_mb()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     with sampler:
+        rss0 = sampler.start_mb
         latencies, timings, statuses, errors = asyncio.run(_drive(host, port, requests, concurrency, total))
     seconds = time.perf_counter() - t0
     cpu1 = cpu_seconds(pid)
@@ -267,7 +280,10 @@ def start_server(spec: ServerSpec, model: Path, port: int) -> subprocess.Popen:
         raise ConfigError(f"unknown server kind {spec.kind!r}; use serve or litserve")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # its own process group: servers fork helpers (LitServe's API and inference processes, uvicorn's workers)
+    # that outlive a signal to the leader alone; stop_server ends the whole group
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
 
 
 class PortTaken(DistillError):
@@ -310,20 +326,63 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     raise DistillError(f"server on port {port} not ready within {timeout:.0f} s")
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM the server (a graceful stop), then its whole process group: what it forked must not outlive it
+    (LitServe's children kept running, and polling, after their parent had exited)."""
+    resume_server(proc)  # a paused server would not act on SIGTERM until resumed
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    _end_group(proc.pid, timeout)
+
+
+def _end_group(pgid: int, timeout: float) -> None:
+    """SIGTERM what is left of process group ``pgid``; SIGKILL it if it is still there after ``timeout`` s."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # nobody left
+    t_end = time.monotonic() + timeout
+    while _group_alive(pgid):
+        if time.monotonic() > t_end:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is left in group ``pgid``; where there is no /proc, any process."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for d in proc.iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                return True
+    return False
 
 
 # -- the run ----------------------------------------------------------------------------------------------
 def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: list[ServerSpec], *,
              levels: list[int], requests: int, rounds: int = 1, warmup: int = 64, path: str = "/v1/classify",
-             progress: Any = None) -> dict[str, Any]:
-    """Start every server, then run ``rounds`` interleaved rounds over photo sets and levels; stop them."""
+             reference: Optional[str] = None, progress: Any = None) -> dict[str, Any]:
+    """Start every server, then run ``rounds`` interleaved rounds over photo sets and levels; stop them.
+
+    Only the server being measured runs: the others are paused (SIGSTOP to their process group, SIGCONT after),
+    because an idle server is not free. An idle LitServe polls its queues at about a fifth of a core (measured,
+    docs/results.md 15), which the server measured beside it would lose on a 2-core machine."""
     if not servers:
         raise ConfigError("no server to test")
     if not model.is_file():
@@ -333,31 +392,60 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
     try:
         for spec in servers:
             started[spec.name] = start_ready(spec, model)
+            pause_server(started[spec.name][0])
         for spec in servers:
             proc, port = started[spec.name]
-            for name, imgs in photos.items():  # warm-up: every photo set once
-                reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
-                run_level("127.0.0.1", port, reqs, min(8, max(levels)), warmup)
+            with running(proc):
+                for name, imgs in photos.items():  # warm-up: every photo set once
+                    reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
+                    run_level("127.0.0.1", port, reqs, min(8, max(levels)), warmup)
         for r in range(rounds):
             for name, imgs in photos.items():
                 for c in levels:
                     for spec in servers:
                         proc, port = started[spec.name]
                         reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
-                        lv = run_level("127.0.0.1", port, reqs, c, requests, server=spec.name, photos=name,
-                                       round_=r, pid=proc.pid)
+                        with running(proc):
+                            lv = run_level("127.0.0.1", port, reqs, c, requests, server=spec.name, photos=name,
+                                           round_=r, pid=proc.pid)
                         out.append(lv)
                         if progress:
                             progress(lv)
     finally:
         for proc, _ in started.values():
             stop_server(proc)
-    return {"levels": [lv.__dict__ for lv in out], "summary": summarize(out, [s.name for s in servers])}
+    names = [s.name for s in servers]
+    ref = reference if reference is not None else names[0]
+    return {"levels": [lv.__dict__ for lv in out], "reference": ref, "summary": summarize(out, names, ref)}
 
 
-def summarize(levels: list[Level], names: list[str]) -> list[dict[str, Any]]:
-    """Per server, photo set and concurrency: the range over rounds, and the ratio to the first server's
-    throughput in the same round (side by side, same background load)."""
+def pause_server(proc: subprocess.Popen) -> None:
+    """Freeze a server started by :func:`start_server` (its whole process group): it uses no CPU until resumed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGSTOP)
+
+
+def resume_server(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen) -> Iterator[None]:
+    """The server runs inside the block and is paused again after it."""
+    resume_server(proc)
+    try:
+        yield
+    finally:
+        pause_server(proc)
+
+
+def summarize(levels: list[Level], names: list[str], reference: Optional[str] = None) -> list[dict[str, Any]]:
+    """Per server, photo set and concurrency: the range over rounds, and the ratio of its throughput to the
+    reference server's (default: the first) in the same round (side by side, same background load)."""
+    ref_name = reference if reference is not None else names[0]
+    if ref_name not in names:
+        raise ConfigError(f"reference server {ref_name!r} is not one of {', '.join(names)}")
     rows = []
     keys = sorted({(lv.photos, lv.concurrency) for lv in levels})
     for photos, c in keys:
@@ -367,7 +455,7 @@ def summarize(levels: list[Level], names: list[str]) -> list[dict[str, Any]]:
                 continue
             ratios = []
             for lv in mine:
-                ref = next((x for x in levels if x.server != name and x.photos == photos and x.concurrency == c
+                ref = next((x for x in levels if x.server == ref_name and x.photos == photos and x.concurrency == c
                             and x.round == lv.round), None)
                 if ref is not None and ref.throughput_rps > 0:
                     ratios.append(lv.throughput_rps / ref.throughput_rps)
@@ -378,7 +466,7 @@ def summarize(levels: list[Level], names: list[str]) -> list[dict[str, Any]]:
                 "rps": [min(lv.throughput_rps for lv in mine), max(lv.throughput_rps for lv in mine)],
                 "p50_ms": [min(p50), max(p50)] if p50 else None, "p99_ms": [min(p99), max(p99)] if p99 else None,
                 "p99_over_p50": [round(b / a, 2) for a, b in zip(p50, p99) if a],
-                "throughput_vs_other": [round(x, 2) for x in ratios],
+                "throughput_vs_reference": [round(x, 2) for x in ratios],
                 "errors": sum(lv.errors for lv in mine),
                 "server_preprocess_ms": [lv.server_preprocess_ms for lv in mine],
                 "server_inference_ms": [lv.server_inference_ms for lv in mine],

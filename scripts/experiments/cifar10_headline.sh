@@ -3,7 +3,7 @@
 # same splits, same budget, same seeds), `distill report`, then the best student (by validation accuracy at
 # the first label fraction) exported (--fold-heads for DHO) and benchmarked against the ResNet-56 teacher in one
 # table (SingleStream latency, size, accuracy on the student's held-out test split).
-#   bash scripts/experiments/cifar10_headline.sh                     # 60 min on 2 busy cores of an AVX-512 BF16 CPU (docs/results.md 13)
+#   bash scripts/experiments/cifar10_headline.sh                     # 48 min on 2 quiet cores of an AVX-512 BF16 CPU, cold cache (docs/results.md 15)
 #   STEPS=150 SEEDS=0 FRACTIONS=0.1 EXTRA="--set data.max_images=5000" OUT=/tmp/headline bash scripts/experiments/cifar10_headline.sh   # reduced
 # Resumable: finished runs are skipped, interrupted ones continue from last.pt.
 # The teacher's split accuracies are on images it was trained on (optimistic); on unseen CIFAR-10 test JPEGs
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
 CONFIG=${CONFIG:-configs/cifar10_headline.yaml}
-STEPS=${STEPS:-900}
+STEPS=${STEPS:-1500}
 FRACTIONS=${FRACTIONS:-"0.1 0.01"}
 SEEDS=${SEEDS:-"0 1"}
 METHODS=${METHODS:-"dho kd ce+kd"}

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from distill.errors import ConfigError
 from edge_bench.loadtest import (Level, ServerSpec, build_request, parse_server, photo_sets, read_response,
                                  summarize, upscale_to_phone)
 
@@ -63,11 +67,79 @@ def _level(server: str, rnd: int, rps: float, p50: float, p99: float) -> Level:
 def test_summary_compares_servers_round_by_round():
     levels = [_level("ours", 0, 150, 10, 15), _level("litserve", 0, 100, 20, 60),
               _level("ours", 1, 120, 12, 20), _level("litserve", 1, 60, 25, 75)]
-    rows = {r["server"]: r for r in summarize(levels, ["ours", "litserve"])}
-    assert rows["ours"]["throughput_vs_other"] == [1.5, 2.0]  # each round against the same round
-    assert rows["litserve"]["throughput_vs_other"] == [0.67, 0.5]
+    rows = {r["server"]: r for r in summarize(levels, ["ours", "litserve"])}  # reference: the first server
+    assert rows["ours"]["throughput_vs_reference"] == [1.0, 1.0]
+    assert rows["litserve"]["throughput_vs_reference"] == [0.67, 0.5]  # each round against the same round
     assert rows["ours"]["rps"] == [120, 150] and rows["ours"]["p99_over_p50"] == [1.5, 1.67]
     assert rows["ours"]["rss_growth_mb"] == [30.0, 30.0]
+
+
+def test_summary_ratios_are_to_the_reference_not_to_whichever_server_comes_first():
+    levels = [_level("ours", 0, 150, 10, 15), _level("ours-w2", 0, 200, 10, 15), _level("litserve", 0, 100, 20, 60)]
+    rows = {r["server"]: r for r in summarize(levels, ["ours", "ours-w2", "litserve"], "litserve")}
+    assert [rows[n]["throughput_vs_reference"] for n in ("ours", "ours-w2", "litserve")] == [[1.5], [2.0], [1.0]]
+    with pytest.raises(ConfigError, match="reference server 'triton' is not one of ours, ours-w2, litserve"):
+        summarize(levels, ["ours", "ours-w2", "litserve"], "triton")
+
+
+def test_only_the_server_being_measured_runs(tmp_path, monkeypatch):
+    """An idle server is not free (LitServe polls at ~20% of a core): every other server is paused meanwhile."""
+    from edge_bench import loadtest
+
+    class Proc:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+    running: set[int] = set()
+    seen: list[tuple[str, set[int]]] = []
+    pids = {"ours": 101, "ours-w2": 102, "litserve": 103}
+    monkeypatch.setattr(loadtest, "start_ready", lambda spec, model: (Proc(pids[spec.name]), 9000 + pids[spec.name]))
+    monkeypatch.setattr(loadtest, "stop_server", lambda proc: running.discard(proc.pid))
+    monkeypatch.setattr(loadtest, "pause_server", lambda proc: running.discard(proc.pid))
+    monkeypatch.setattr(loadtest, "resume_server", lambda proc: running.add(proc.pid))
+
+    def run_level(host, port, reqs, c, n, *, server=None, pid=None, **kw):  # noqa: ANN001, ANN003
+        seen.append((server or "warm-up", set(running)))
+        return _level(server or "warm-up", kw.get("round_", 0), 100.0, 10, 12)
+
+    monkeypatch.setattr(loadtest, "run_level", run_level)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    specs = [ServerSpec(n, "serve", []) for n in pids]
+    res = loadtest.run_load(model, {"native": [("a.jpg", b"1")]}, specs, levels=[1, 32], requests=10, rounds=2,
+                            reference="litserve")
+    measured = [(name, run) for name, run in seen if name != "warm-up"]
+    assert len(measured) == 2 * 2 * 3 and len(seen) == len(measured) + 3
+    assert all(run == {pids[name]} for name, run in measured)  # the measured server alone
+    assert all(len(run) == 1 for _, run in seen)  # warm-ups too
+    assert not running and res["reference"] == "litserve"
+
+
+def test_a_paused_server_is_stopped_and_resumed_for_real(tmp_path):
+    from edge_bench import loadtest
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"],
+                            start_new_session=True)
+
+    def state() -> str:
+        return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+    def wait_for(pred) -> bool:  # noqa: ANN001 - signal delivery is asynchronous: bounded wait for the state
+        import time
+        t_end = time.monotonic() + 10
+        while time.monotonic() < t_end:
+            if pred():
+                return True
+            time.sleep(0.01)
+        return False
+
+    try:
+        with loadtest.running(proc):
+            assert wait_for(lambda: state() in "RS")
+        assert wait_for(lambda: state() == "T")  # paused after the block
+    finally:
+        loadtest.stop_server(proc, timeout=10)  # resumes first: a stopped process would not act on SIGTERM
+    assert proc.returncode is not None and not loadtest._group_alive(proc.pid)
 
 
 def test_parse_server():
@@ -106,6 +178,9 @@ def test_bench_load_bad_input_is_one_error_line(tmp_path, bench_cli, tiny_artifa
     res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(clothing_small_dir),
                            "--peer", "triton", "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "only peer is litserve" in res.output
+    res = bench_cli.invoke("load", "--model", str(tiny_artifact), "--images", str(clothing_small_dir),
+                           "--reference", "triton", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2 and "--reference 'triton' is not a server of this run: ours" in res.output
 
 
 def test_a_port_taken_after_it_was_chosen_is_retried_on_another(tiny_artifact, monkeypatch):
@@ -125,5 +200,41 @@ def test_a_port_taken_after_it_was_chosen_is_retried_on_another(tiny_artifact, m
                                           tiny_artifact)
     try:
         assert port != taken and proc.poll() is None
+        assert os.getpgid(proc.pid) == proc.pid  # its own process group, which stop_server ends whole
     finally:
         loadtest.stop_server(proc)
+
+
+def test_stop_server_ends_what_the_server_forked(tmp_path):
+    """A server whose helpers outlive its own exit (LitServe's did, and kept polling a core) leaves nothing."""
+    from edge_bench import loadtest
+
+    leader = ("import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+              "print(c.pid, flush=True); c.wait()")
+    proc = subprocess.Popen([sys.executable, "-c", leader], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(proc.stdout.readline())
+    loadtest.stop_server(proc, timeout=10)
+    assert proc.returncode is not None
+    assert not loadtest._group_alive(proc.pid)
+    with open(f"/proc/{child}/stat") if os.path.exists(f"/proc/{child}") else open(os.devnull) as f:
+        assert f.read().rsplit(")", 1)[-1].split()[:1] in ([], ["Z"])  # gone, or a zombie awaiting its reaper
+
+
+def test_peak_rss_is_never_below_the_level_start(monkeypatch):
+    """A level too short for the sampling thread, whose server returns memory meanwhile (the 12 MP level before it
+    grew the heap), reported a peak under its start RSS: the start and the end are samples too."""
+    from edge_bench import loadtest
+
+    readings = iter([120.0, 110.0])
+    sampler = loadtest.RssSampler(pid=1, every_s=3600)  # the thread never gets to sample
+    monkeypatch.setattr(sampler, "read_mb", lambda: next(readings))
+    with sampler:
+        assert sampler.start_mb == 120.0
+    assert sampler.peak_mb == 120.0
+
+    readings = iter([100.0, 130.0])  # grew by the end: the exit sample counts
+    sampler = loadtest.RssSampler(pid=1, every_s=3600)
+    monkeypatch.setattr(sampler, "read_mb", lambda: next(readings))
+    with sampler:
+        pass
+    assert (sampler.start_mb, sampler.peak_mb) == (100.0, 130.0)
