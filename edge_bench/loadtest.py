@@ -355,22 +355,15 @@ def _end_group(pgid: int, timeout: float) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is left in group ``pgid``; where there is no /proc, any process."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    """Whether a live (not zombie) process is left in group ``pgid``."""
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
         try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-    for d in proc.iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) == pgid:
                 return True
+        except (OSError, psutil.Error):  # gone meanwhile
+            continue
     return False
 
 
@@ -387,6 +380,8 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
         raise ConfigError("no server to test")
     if not model.is_file():
         raise ConfigError(f"artifact not found: {model}")
+    names = [s.name for s in servers]
+    ref = resolve_reference(names, reference)  # before any server starts
     started: dict[str, tuple[subprocess.Popen, int]] = {}
     out: list[Level] = []
     try:
@@ -414,8 +409,6 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
     finally:
         for proc, _ in started.values():
             stop_server(proc)
-    names = [s.name for s in servers]
-    ref = reference if reference is not None else names[0]
     return {"levels": [lv.__dict__ for lv in out], "reference": ref, "summary": summarize(out, names, ref)}
 
 
@@ -440,12 +433,18 @@ def running(proc: subprocess.Popen) -> Iterator[None]:
         pause_server(proc)
 
 
+def resolve_reference(names: list[str], reference: Optional[str]) -> str:
+    """The server the throughput ratios are to: ``reference``, which must be one of ``names``, or the first."""
+    ref = reference if reference is not None else names[0]
+    if ref not in names:
+        raise ConfigError(f"reference server {ref!r} is not one of {', '.join(names)}")
+    return ref
+
+
 def summarize(levels: list[Level], names: list[str], reference: Optional[str] = None) -> list[dict[str, Any]]:
     """Per server, photo set and concurrency: the range over rounds, and the ratio of its throughput to the
     reference server's (default: the first) in the same round (side by side, same background load)."""
-    ref_name = reference if reference is not None else names[0]
-    if ref_name not in names:
-        raise ConfigError(f"reference server {ref_name!r} is not one of {', '.join(names)}")
+    ref_name = resolve_reference(names, reference)
     rows = []
     keys = sorted({(lv.photos, lv.concurrency) for lv in levels})
     for photos, c in keys:

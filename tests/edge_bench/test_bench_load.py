@@ -4,6 +4,7 @@ keep-alive client, the side-by-side summary, and a real run against `python -m s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 
@@ -122,7 +124,7 @@ def test_a_paused_server_is_stopped_and_resumed_for_real(tmp_path):
                             start_new_session=True)
 
     def state() -> str:
-        return open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        return psutil.Process(proc.pid).status()
 
     def wait_for(pred) -> bool:  # noqa: ANN001 - signal delivery is asynchronous: bounded wait for the state
         import time
@@ -135,8 +137,8 @@ def test_a_paused_server_is_stopped_and_resumed_for_real(tmp_path):
 
     try:
         with loadtest.running(proc):
-            assert wait_for(lambda: state() in "RS")
-        assert wait_for(lambda: state() == "T")  # paused after the block
+            assert wait_for(lambda: state() in (psutil.STATUS_RUNNING, psutil.STATUS_SLEEPING))
+        assert wait_for(lambda: state() == psutil.STATUS_STOPPED)  # paused after the block
     finally:
         loadtest.stop_server(proc, timeout=10)  # resumes first: a stopped process would not act on SIGTERM
     assert proc.returncode is not None and not loadtest._group_alive(proc.pid)
@@ -216,8 +218,8 @@ def test_stop_server_ends_what_the_server_forked(tmp_path):
     loadtest.stop_server(proc, timeout=10)
     assert proc.returncode is not None
     assert not loadtest._group_alive(proc.pid)
-    with open(f"/proc/{child}/stat") if os.path.exists(f"/proc/{child}") else open(os.devnull) as f:
-        assert f.read().rsplit(")", 1)[-1].split()[:1] in ([], ["Z"])  # gone, or a zombie awaiting its reaper
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone, or a zombie awaiting its reaper
+        assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE
 
 
 def test_peak_rss_is_never_below_the_level_start(monkeypatch):
@@ -238,3 +240,17 @@ def test_peak_rss_is_never_below_the_level_start(monkeypatch):
     with sampler:
         pass
     assert (sampler.start_mb, sampler.peak_mb) == (100.0, 130.0)
+
+
+def test_an_unknown_reference_is_refused_before_any_server_starts(tmp_path, monkeypatch):
+    from edge_bench import loadtest
+
+    def never(*a, **kw):  # noqa: ANN002, ANN003
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(loadtest, "start_ready", never)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="reference server 'triton' is not one of ours"):
+        loadtest.run_load(model, {"native": [("a.jpg", b"1")]}, [ServerSpec("ours", "serve", [])], levels=[1],
+                          requests=1, reference="triton")
