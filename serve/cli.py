@@ -53,7 +53,7 @@ def serve(
     http: Optional[str] = typer.Option(None, "--http", help="HTTP parser: auto, h11 or httptools (default: auto: httptools if installed)."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="uvicorn log level (default: info)."),
     access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log", help="Log every request (default: on)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Server processes sharing the port, each with its own model and an equal share of the CPUs; metrics are summed over them; --model only (default: 1)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Server processes sharing the port, each with its own model and an equal share of the CPUs; connections go to the least-loaded worker, a dead one is replaced; metrics are summed over them; --model only (default: 1)."),
 ) -> None:
     """Start the server (blocks until SIGINT/SIGTERM; in-flight requests are drained first)."""
     overrides: dict[str, Any] = {
@@ -106,12 +106,31 @@ def run_server(overrides: dict[str, Any]) -> None:
     )
     if settings.workers > 1:
         del art  # checked above (fail fast); each worker loads its own
-        with _worker_environment(settings, overrides):
-            uvicorn.run("serve.app:app_from_env", factory=True, workers=settings.workers, **common)
+        _run_workers(settings, overrides, common)
         return
     app_ = create_app(settings, artifact=art)
     _exit_zero_on_stop_signals()
     uvicorn.run(app_, **common)
+
+
+def _run_workers(settings: Any, overrides: dict[str, Any], common: dict[str, Any]) -> None:
+    """``--workers N``: bind the port here, then hand its connections to N worker processes by load
+    (:mod:`serve.workers`); exit 0 on SIGTERM/SIGINT once they have drained."""
+    import uvicorn
+
+    from .metrics import forget_process
+    from .workers import Supervisor, WorkerBootError
+
+    with _worker_environment(settings, overrides):
+        config = uvicorn.Config("serve.app:app_from_env", factory=True, **common)
+        sock = config.bind_socket()  # logs "Uvicorn running on http://HOST:PORT" (a taken port: one line, exit 3)
+        supervisor = Supervisor(sock, settings.workers, common, stop_timeout_s=settings.drain_timeout_s + 10.0,
+                                on_worker_exit=forget_process)
+        try:
+            code = supervisor.run()
+        except WorkerBootError as e:
+            fail(str(e))
+    raise SystemExit(code)
 
 
 @contextlib.contextmanager

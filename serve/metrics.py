@@ -92,6 +92,12 @@ class ServeMetrics(BatchObserver):
     def close(self) -> None:
         """A worker stopping: its live gauges (in flight, queue, ready) leave the sums."""
         if self.multiprocess:
-            from prometheus_client import multiprocess
+            forget_process(os.getpid())
 
-            multiprocess.mark_process_dead(os.getpid())
+
+def forget_process(pid: int) -> None:
+    """Take a stopped (or killed) worker's live gauges out of the sums; a no-op outside multiprocess mode."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -89,10 +89,12 @@ class ServeSettings(BaseSettings):
     )
     providers: Optional[list[str]] = Field(None, description="onnxruntime execution providers (None: best available).")
     workers: int = Field(
-        1, ge=1, le=64, description="Server processes sharing the port (uvicorn workers), each with its own model, "
+        1, ge=1, le=64, description="Server processes sharing one port, each with its own model, "
         "batcher and decode pool, and an equal share of the usable CPUs for its threads. One Python process is held "
-        "back by its GIL under load (docs/results.md 14); a second one uses the cores that leaves idle. Metrics are "
-        "summed over the workers; label swaps (POST /v1/labels) need a single worker; --model only.")
+        "back by its GIL under load (docs/results.md 14); a second one uses the cores that leaves idle. A supervisor "
+        "owns the port and hands each connection to the ready worker with the fewest open ones, and replaces a "
+        "worker that dies. Metrics are summed over the workers; label swaps (POST /v1/labels) need a single worker; "
+        "--model only.")
     warmup: int = Field(3, ge=0, description="Warm-up inference calls (batch 1 and max_batch) before ready.")
     drain_timeout_s: float = Field(30.0, ge=0, description="How long shutdown waits for in-flight requests.")
     loop: Literal["auto", "asyncio", "uvloop"] = Field(

@@ -1,5 +1,6 @@
-"""How the kernel spreads keep-alive connections over `distill serve --workers N` (a diagnosis, docs/results.md 15):
-open C connections at once, count each worker's established ones, close them, repeat.
+"""How keep-alive connections spread over `distill serve --workers N`: open C connections at once, count each
+worker's established ones, close them, repeat. With uvicorn's shared-socket workers the kernel's spread was uneven
+(docs/results.md 15); with the supervisor of serve/workers.py it is even (docs/results.md 16).
 
     python scripts/experiments/serve_worker_spread.py MODEL [WORKERS] [CONNECTIONS] [TRIALS]
 """

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import queue
+import re
+import subprocess
 import threading
 import time
+import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def jpeg_bytes(path: Path) -> bytes:
@@ -123,3 +130,55 @@ async def running(app: Any) -> AsyncIterator[Any]:
                     break
                 await asyncio.sleep(0.01)
             yield c
+
+
+def start_on_port_zero(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int, list[str]]:
+    """Start the server on port 0 (the kernel picks a free port: no pick-then-bind race with other processes) and
+    read the port it really bound from uvicorn's start-up line. Output is collected by a thread (``lines``)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    lines: list[str] = []
+    found: "queue.Queue[int | None]" = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                found.put(int(m.group(1)))
+        found.put(None)  # the process ended
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        port = found.get(timeout=120)
+    except queue.Empty:
+        proc.kill()
+        pytest.fail("server did not start within 120 s: " + "".join(lines))
+    if port is None:
+        pytest.fail("server exited: " + "".join(lines))
+    return proc, port, lines
+
+
+def wait_ready(base: str, proc: subprocess.Popen, lines: list[str], tries: int) -> None:
+    """Poll /health/ready (every 0.1 s, ``tries`` times) until 200; fail at once if the server exits."""
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("server exited: " + "".join(lines))
+            time.sleep(0.1)
+
+
+def metric_value(text: str, name: str) -> float:
+    """The value of one sample (``name`` is a regex for its name and labels) in a Prometheus text scrape."""
+    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
+
+
+def worker_that_exits(config_kwargs: dict, channel: Any) -> None:
+    """A `serve.workers.Supervisor` target that fails to boot (spawned: it must live in an importable module)."""
+    raise SystemExit(3)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from serve_helpers import multipart
+from serve_helpers import metric_value, multipart, start_on_port_zero, wait_ready
 from typer.testing import CliRunner
 
 from distill.cli_base import DistillTyper
@@ -106,54 +106,14 @@ def test_python_m_serve_missing_model_exits_2_with_one_line(tmp_path):
     assert "artifact not found" in _one_error_line(r.stderr)
 
 
-def _start_on_port_zero(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int, list[str]]:
-    """Start the server on port 0 (the kernel picks a free port: no pick-then-bind race with other processes) and
-    read the port it really bound from uvicorn's start-up line. Output is collected by a thread (``lines``)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    lines: list[str] = []
-    found: "queue.Queue[int | None]" = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                found.put(int(m.group(1)))
-        found.put(None)  # the process ended
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        port = found.get(timeout=120)
-    except queue.Empty:
-        proc.kill()
-        pytest.fail("server did not start within 120 s: " + "".join(lines))
-    if port is None:
-        pytest.fail("server exited: " + "".join(lines))
-    return proc, port, lines
-
-
-def _wait_ready(base: str, proc: subprocess.Popen, lines: list[str], tries: int) -> None:
-    """Poll /health/ready (every 0.1 s, ``tries`` times) until 200; fail at once if the server exits."""
-    for _ in range(tries):
-        try:
-            with urllib.request.urlopen(base + "/health/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("server exited: " + "".join(lines))
-            time.sleep(0.1)
-
-
 def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jpegs):
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_SERVE_MAX_WAIT_MS": "1"}
-    proc, port, lines = _start_on_port_zero(
+    proc, port, lines = start_on_port_zero(
         [sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", "0", "--threads", "1",
          "--no-access-log", "--log-level", "info"], env)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, proc, lines, tries=300)
+        wait_ready(base, proc, lines, tries=300)
         body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
         req = urllib.request.Request(base + "/classify?top_k=3", data=body, method="POST",
                                      headers={"Content-Type": ctype})
@@ -223,12 +183,6 @@ if sys.argv[4] == "stop":
 """
 
 
-def _counter(text: str, name: str) -> float:
-    m = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert m, text
-    return float(m.group(1))
-
-
 def test_metrics_are_summed_over_worker_processes(tmp_path):
     """Each worker writes its metrics under PROMETHEUS_MULTIPROC_DIR; any worker's /metrics reports the sum.
     Three real processes: two workers alive (3 and 4 requests, 1 and 2 in flight, one not ready yet), one that
@@ -239,45 +193,6 @@ def test_metrics_are_summed_over_worker_processes(tmp_path):
     render = subprocess.run([sys.executable, "-c", "from serve.metrics import ServeMetrics; import sys; "
                              "sys.stdout.write(ServeMetrics().render().decode())"],
                             env=env, check=True, timeout=60, capture_output=True, text=True).stdout
-    assert _counter(render, r'distill_serve_requests_total\{method="POST",route="/v1/classify",status="200"\}') == 12
-    assert _counter(render, "distill_serve_requests_in_flight") == 3  # livesum: the stopped worker's 7 left
-    assert _counter(render, "distill_serve_ready") == 0  # livemin: one worker is not ready yet
-
-
-def test_workers_serve_one_port_and_stop_cleanly(tiny_artifact, real_jpegs, tmp_path):
-    """`--workers 2`: two server processes behind one port, each with the model, the summed /metrics counting
-    every request whichever worker answers the scrape, and SIGTERM stopping all of them with exit 0."""
-    import psutil
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
-    proc, port, lines = _start_on_port_zero(
-        [sys.executable, "-m", "serve", "--model", str(tiny_artifact), "--port", "0", "--workers", "2",
-         "--warmup", "0", "--no-access-log", "--log-level", "info"], env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, lines, tries=600)
-        workers = [c for c in psutil.Process(proc.pid).children() if "spawn" in " ".join(c.cmdline())
-                   and "resource_tracker" not in " ".join(c.cmdline())]
-        assert len(workers) == 2, [c.cmdline() for c in psutil.Process(proc.pid).children()]
-        body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
-        for _ in range(12):  # a new connection each: the kernel hands them to either worker
-            req = urllib.request.Request(base + "/v1/classify", data=body, method="POST",
-                                         headers={"Content-Type": ctype})
-            with urllib.request.urlopen(req, timeout=30) as r:
-                assert r.status == 200
-        metrics_dirs = [p for p in tmp_path.iterdir() if p.name.startswith("distill-serve-metrics-")]
-        assert len(metrics_dirs) == 1
-        for _ in range(4):
-            with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-                text = r.read().decode()
-            assert _counter(text, r'distill_serve_requests_total\{method="POST",route="/v1/classify",status="200"\}') == 12
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert rc == 0, "".join(lines)
-    assert not any(p.name.startswith("distill-serve-metrics-") for p in tmp_path.iterdir())  # removed at exit
-    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    assert metric_value(render, r'distill_serve_requests_total\{method="POST",route="/v1/classify",status="200"\}') == 12
+    assert metric_value(render, "distill_serve_requests_in_flight") == 3  # livesum: the stopped worker's 7 left
+    assert metric_value(render, "distill_serve_ready") == 0  # livemin: one worker is not ready yet
