@@ -20,9 +20,12 @@ PARALLEL=${PARALLEL:-2}
 OUT=${OUT:-runs/headline}
 SHARED=${DISTILL_SHARED_DIR:-../shared}
 EXTRA=${EXTRA:-}   # more train options for every run, e.g. "--set data.max_images=5000" (a reduced run)
+# bf16 autocast where the CPU has native bf16 (AMX, AVX-512 BF16, Arm BF16), fp32 elsewhere: the config's `amp: bf16`
+# is refused on an AVX2-only CPU, and the headline must run there too (docs/results.md 16: how long it takes)
+AMP=${AMP:-$("$PY" -c "from distill.device import cpu_bf16_support; print('bf16' if cpu_bf16_support() else 'off')")}
 mkdir -p "$OUT"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) | isa: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
-  | grep -x -E 'avx2|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16' | tr '\n' ' ') | load: $(cat /proc/loadavg)"
+  | grep -x -E 'avx2|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16' | tr '\n' ' ') | amp: $AMP | load: $(cat /proc/loadavg)"
 start=$(date +%s)
 
 # 1. training runs, PARALLEL at a time (the teacher's logits are computed by the first and cached for the rest)
@@ -33,7 +36,7 @@ for frac in $FRACTIONS; do
       name="l${frac}_${method/+/-}_s${seed}"
       [ -f "$OUT/$name/summary.json" ] && grep -q '"completed": true' "$OUT/$name/summary.json" && continue
       resume=""; [ -f "$OUT/$name/last.pt" ] && resume="--resume"
-      jobs+=("$PY -m distill train --config $CONFIG --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --no-progress $EXTRA --out $OUT/$name $resume")
+      jobs+=("$PY -m distill train --config $CONFIG --steps $STEPS --labeled-fraction $frac --method $method --seed $seed --amp $AMP --no-progress $EXTRA --out $OUT/$name $resume")
     done
   done
 done
