@@ -7,7 +7,7 @@ On labeled photos (``DIR/<class>/<image>``, e.g. the clothing validation split) 
 * speed: server-side preprocessing (``preprocess_images`` of one encoded photo, what ``Artifact.prepare`` runs)
   fast against full, timed alternately photo by photo (side by side: the same background load), medians and ratio;
 * the training loader: images/s of the training transform on the 12 MP photos, decoding to the smallest scale that
-  keeps the random crop at full resolution against a full decode (needs torch; skipped without it).
+  keeps ``DCT_MARGIN`` times the random crop's full resolution, against a full decode (needs torch; skipped without it).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_classify_real_jpegs(tiny_artifact: Path, real_jpegs):
 
 def _reference_preprocess(path: Path, spec: PreprocessSpec) -> np.ndarray:
     """The spec's meaning written out independently of distill.preprocess: a JPEG decoded at the smallest DCT
-    scale (1/2, 1/4, 1/8) whose shorter side is still >= ``resize_size``, shorter side to ``resize_size``
+    scale (1/2, 1/4, 1/8) whose shorter side is still >= 4 x ``resize_size``, shorter side to ``resize_size``
     (bilinear), centre crop ``size``, RGB, /255, (x - mean) / std, CHW."""
     import math
 
@@ -48,7 +48,7 @@ def _reference_preprocess(path: Path, spec: PreprocessSpec) -> np.ndarray:
 
     img = Image.open(path)
     w, h = img.size
-    k = max(s for s in (1, 2, 4, 8) if min(w, h) / s >= spec.resize_size)
+    k = max(s for s in (1, 2, 4, 8) if min(w, h) / s >= 4 * spec.resize_size)
     if k > 1 and img.format == "JPEG":
         img.draft(img.mode, (w // k, h // k))  # PIL picks the scale s with w // req_w >= s and h // req_h >= s
         assert img.size == (math.ceil(w / k), math.ceil(h / k)), (img.size, k)
