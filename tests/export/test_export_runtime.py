@@ -48,7 +48,7 @@ def _reference_preprocess(path: Path, spec: PreprocessSpec) -> np.ndarray:
 
     img = Image.open(path)
     w, h = img.size
-    k = max(s for s in (1, 2, 4, 8) if min(w, h) / s >= 4 * spec.resize_size)
+    k = max([1] + [s for s in (2, 4, 8) if min(w, h) / s >= 4 * spec.resize_size])
     if k > 1 and img.format == "JPEG":
         img.draft(img.mode, (w // k, h // k))  # PIL picks the scale s with w // req_w >= s and h // req_h >= s
         assert img.size == (math.ceil(w / k), math.ceil(h / k)), (img.size, k)

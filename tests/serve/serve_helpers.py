@@ -159,7 +159,7 @@ def start_on_port_zero(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.
     return proc, port, lines
 
 
-def wait_ready(base: str, proc: subprocess.Popen, lines: list[str], tries: int) -> None:
+def wait_process_ready(base: str, proc: subprocess.Popen, lines: list[str], tries: int) -> None:
     """Poll /health/ready (every 0.1 s, ``tries`` times) until 200; fail at once if the server exits."""
     for _ in range(tries):
         try:

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import typer
-from serve_helpers import metric_value, multipart, start_on_port_zero, wait_ready
+from serve_helpers import metric_value, multipart, start_on_port_zero, wait_process_ready
 from typer.testing import CliRunner
 
 from distill.cli_base import DistillTyper
@@ -113,7 +109,7 @@ def test_real_server_process_serves_and_drains_on_sigterm(tiny_artifact, real_jp
          "--no-access-log", "--log-level", "info"], env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc, lines, tries=300)
+        wait_process_ready(base, proc, lines, tries=300)
         body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
         req = urllib.request.Request(base + "/classify?top_k=3", data=body, method="POST",
                                      headers={"Content-Type": ctype})

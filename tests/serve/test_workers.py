@@ -19,7 +19,8 @@ import uuid
 
 import psutil
 import pytest
-from serve_helpers import REPO, metric_value, multipart, start_on_port_zero, wait_ready, worker_that_exits
+from serve_helpers import (REPO, metric_value, multipart, start_on_port_zero, wait_process_ready,
+                           worker_that_exits)
 
 from serve.workers import MSG_CLOSED, MSG_CONN, MSG_READY, Supervisor, WorkerBootError, pick_worker
 
@@ -226,7 +227,7 @@ def test_workers_serve_one_port_and_stop_cleanly(tiny_artifact, real_jpegs, tmp_
     proc, port, lines = start_on_port_zero(_serve_cmd(tiny_artifact, "--workers", "2"), env)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base, proc, lines, tries=600)
+        wait_process_ready(base, proc, lines, tries=600)
         workers = _worker_procs(proc)
         assert len(workers) == 2, [c.cmdline() for c in psutil.Process(proc.pid).children()]
         body, ctype = multipart(real_jpegs[0].read_bytes(), boundary=uuid.uuid4().hex)
