@@ -107,12 +107,18 @@ class ServeMiddleware:
         body_done = False  # the client has sent its whole body (or gone)
         refused = False  # over the body limit: drain before closing
 
+        def count() -> None:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
+
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
                 started_response = True
                 message["headers"] = [*message.get("headers", []), rid_header]
+                count()  # before any byte reaches the client: a scrape after a response always includes it
             elif refused and not body_done and not message.get("more_body", False):
                 await send({**message, "more_body": True})  # the whole answer is out; the connection stays open
                 await self._drain(receive)
@@ -160,10 +166,10 @@ class ServeMiddleware:
             if arrival is not None:
                 arrival.done()
             self.metrics.in_flight.dec()
+            if not started_response:  # no answer went out (the client left first): counted as the 500 it became
+                count()
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(getattr(route, "path", None) or "unmatched").observe(time.perf_counter() - started)
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop the rest of a refused body: at most ``drain_bytes``, for at most ``drain_s``."""

@@ -13,6 +13,8 @@ OUT=${1:-/tmp/headline_probe}
 STEPS=${STEPS:-600}
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-.venv/bin/python}
+# bf16 where the CPU has it natively, fp32 elsewhere (as cifar10_headline.sh; the config's bf16 is refused on AVX2)
+AMP=${AMP:-$("$PY" -c "from distill.device import cpu_bf16_support; print('bf16' if cpu_bf16_support() else 'off')")}
 mkdir -p "$OUT"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-) | isa: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' \
   | grep -x -E 'avx2|avx512f|avx512_vnni|avx512_bf16|amx_tile|amx_bf16' | tr '\n' ' ')"
@@ -20,7 +22,7 @@ run() {  # name threads crop_lo lr temperature
   local name=$1 threads=$2 crop=$3 lr=$4 t=$5
   [ -f "$OUT/$name/summary.json" ] && return 0
   $PY -m distill train --config configs/cifar10_headline.yaml --steps "$STEPS" --labeled-fraction 0.1 --method kd \
-    --seed 0 --no-progress --threads "$threads" --lr "$lr" --set "crop_scale=[$crop,1.0]" --set "temperature=$t" \
+    --seed 0 --amp "$AMP" --no-progress --threads "$threads" --lr "$lr" --set "crop_scale=[$crop,1.0]" --set "temperature=$t" \
     --out "$OUT/$name" > "$OUT/$name.log" 2>&1 || { echo "FAILED: $name (see $OUT/$name.log)"; return 1; }
 }
 run crop0.5_lr0.002_t2 "$(nproc)" 0.5 0.002 2                                        # the recipe before the probe

@@ -247,3 +247,34 @@ def test_workers_serve_one_port_and_stop_cleanly(tiny_artifact, real_jpegs, tmp_
     assert rc == 0, "".join(lines)
     assert not any(p.name.startswith("distill-serve-metrics-") for p in tmp_path.iterdir())  # removed at exit
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_a_request_is_counted_before_its_response_leaves() -> None:
+    """With several workers a client may scrape /metrics (answered by another worker) the moment it has its answer,
+    so the request must be counted when its response starts, not after its body went out (otherwise
+    test_workers_serve_one_port_and_stop_cleanly can see 11 of 12 on a loaded machine)."""
+    import asyncio
+
+    from serve.app import ServeMiddleware
+    from serve.metrics import ServeMetrics
+
+    metrics = ServeMetrics()
+    name = r'distill_serve_requests_total\{method="GET",route="unmatched",status="200"\}'
+
+    async def app(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    counted_at_start: list[float] = []
+
+    async def send(message) -> None:
+        if message["type"] == "http.response.start":  # the first byte the client could see
+            counted_at_start.append(metric_value(metrics.render().decode(), name))
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    asyncio.run(ServeMiddleware(app, max_body=1000, metrics=metrics)(scope, receive, send))
+    assert counted_at_start == [1.0]
+    assert metric_value(metrics.render().decode(), name) == 1.0  # once, not again at the end
