@@ -107,10 +107,11 @@ class ServeMiddleware:
         body_done = False  # the client has sent its whole body (or gone)
         refused = False  # over the body limit: drain before closing
 
+        def route_path() -> str:
+            return getattr(scope.get("route"), "path", None) or "unmatched"
+
         def count() -> None:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
+            self.metrics.requests.labels(route_path(), scope.get("method", ""), str(status)).inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started_response
@@ -168,8 +169,7 @@ class ServeMiddleware:
             self.metrics.in_flight.dec()
             if not started_response:  # no answer went out (the client left first): counted as the 500 it became
                 count()
-            route = scope.get("route")
-            self.metrics.latency.labels(getattr(route, "path", None) or "unmatched").observe(time.perf_counter() - started)
+            self.metrics.latency.labels(route_path()).observe(time.perf_counter() - started)
 
     async def _drain(self, receive: Receive) -> None:
         """Read and drop the rest of a refused body: at most ``drain_bytes``, for at most ``drain_s``."""
