@@ -141,18 +141,28 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path, arch: str | Non
         if not (isinstance(backbone, TimmBackbone) and looks_remote):
             raise CheckpointError(f"weights file not found: {path}")
         file = resolve_pretrained(arch or ref, ref)
-    state = read_state_dict(file)
-    target = backbone.net if isinstance(backbone, _CifarBackbone) else (
+    load_backbone_state(backbone, read_state_dict(file), str(file))
+
+
+def backbone_module(backbone: nn.Module) -> nn.Module:
+    """The network a backbone wraps (a CIFAR ResNet, a timm model), whose keys weights files use."""
+    return backbone.net if isinstance(backbone, _CifarBackbone) else (
         backbone.model if isinstance(backbone, TimmBackbone) else backbone)
+
+
+def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load the tensors of ``state`` that fit the backbone (classifier keys and misfits keep their init, with a
+    warning); none fitting is a :class:`ModelError` naming ``source``."""
+    target = backbone_module(backbone)
     own = target.state_dict()
     if isinstance(backbone, TimmBackbone) and any(k in own and own[k].shape != v.shape for k, v in state.items()):
         state = _timm_checkpoint_filter(state, target)
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ModelError(f"no tensor in {file} fits the backbone (wrong architecture?)")
+        raise ModelError(f"no tensor in {source} fits the backbone (wrong architecture?)")
     misfit = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     if misfit:
-        log.warning("%d tensor(s) of %s do not fit the backbone and keep their random init: %s", len(misfit), file,
+        log.warning("%d tensor(s) of %s do not fit the backbone and keep their random init: %s", len(misfit), source,
                     ", ".join(misfit[:5]) + (" ..." if len(misfit) > 5 else ""))
     target.load_state_dict(usable, strict=False)
 

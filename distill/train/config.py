@@ -28,12 +28,21 @@ class StudentConfig(BaseModel):
     weights: str | None = Field(None, description="Initialise the backbone (heads start fresh): a local file, a timm "
                                                   "pretrained name (mobilenetv3_small_100.lamb_in1k) or an hf-hub: id, "
                                                   "found in timm's local cache (never downloaded).")
+    init: Literal["random", "teacher"] = Field(
+        "random", description="random, or teacher: start the backbone from the teacher's stem and evenly spaced "
+                              "residual blocks (a CIFAR ResNet teacher and student of one width; heads start fresh).")
     size: int | None = Field(None, gt=0, description="Square input side; default: the model's own (timm pretrained "
                                                      "config; 32 for CIFAR ResNets).")
     crop_pct: float | None = Field(None, gt=0, le=1, description="Eval resize to size/crop_pct, then center crop.")
     interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_init(self) -> "StudentConfig":
+        if self.init == "teacher" and self.weights:
+            raise ValueError("student.init=teacher and student.weights both initialise the backbone: choose one")
+        return self
 
     def preprocess_spec(self) -> PreprocessSpec:
         """Unset fields come from the architecture's own data config (``default_student_preprocess``)."""
@@ -133,6 +142,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr:g}) must not exceed lr ({self.lr:g})")
+        if self.teacher is None and self.student.init == "teacher":
+            raise ValueError("student.init=teacher needs a teacher to start from: --teacher NAME --teacher-weights FILE")
         if self.teacher is None and self.method != "ce":
             raise ValueError(f"method {self.method} needs a teacher: --teacher NAME --teacher-weights FILE "
                              "(or --teacher-store DIR); only --method ce trains without one")

@@ -27,7 +27,7 @@ import torch
 from ..blend import accuracy
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import dump_config
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, ModelError
 from ..io import atomic_write_json, check_writable
 from ..scale.distributed import NullLog, init_distributed
 from ._runtime import (forward_flops, hardware_info, peak_tflops, pick_device, pick_precision, rng_state,
@@ -74,6 +74,8 @@ class Run:
     unl_iter: Iterator[Any] | None = None
     flops_per_image: float | None = None
     peak: float | None = None
+    init_from: Any = None  # the teacher's network while the student is built from it (student.init=teacher)
+    init_blocks: list[int] | None = None  # the teacher blocks of each stage the student started from
     wall_start: float = field(default_factory=time.time)
     step: int = 0
     best_val: float = -1.0
@@ -156,7 +158,8 @@ def setup(cfg: TrainConfig, resume: bool) -> Run:
         record(run, "setup", step=0, method=cfg.method, device=str(device), precision=precision.name,
                counts=splits.counts(), steps_per_epoch=run.steps_per_epoch, total_steps=run.total,
                teacher_val_acc=run.teacher_acc[0], teacher_test_acc=run.teacher_acc[1],
-               student_params=sum(p.numel() for p in run.student.parameters()))
+               student_params=sum(p.numel() for p in run.student.parameters()),
+               student_init={"from": "teacher", "blocks": run.init_blocks} if run.init_blocks else "random")
     _setup_streams(run)
     run.flops_per_image = forward_flops(run.student, torch.zeros(1, 3, run.spec.size, run.spec.size, device=device))
     run.peak = peak_tflops(device)
@@ -225,22 +228,51 @@ def _setup_teacher_and_method(cfg: TrainConfig, out: Path, ctx: Any, device: tor
                         for t, y in ((t_val, y_val), (t_test, y_test)))
     run = Run(cfg, out, ctx, device, precision, splits, spec, method, teacher_desc, teacher_acc, cache_infos)
     run.uses_unlabeled, run.shard_teacher = uses_unlabeled, teacher if streamed else None
+    if cfg.student.init == "teacher":
+        run.init_from = _teacher_network(teacher, cfg)
     del teacher  # training never runs the teacher: its outputs are all in memory now
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return run
 
 
+def _teacher_network(teacher: Any, cfg: TrainConfig) -> Any:
+    """The CIFAR ResNet a ``student.init=teacher`` student starts from; any other teacher is a one-line error."""
+    from ..models import CifarResNet
+
+    net = getattr(teacher, "net", None)
+    if not isinstance(net, CifarResNet):
+        raise ModelError("student.init=teacher needs a cifar_resnet teacher built from its weights, got a "
+                         f"{type(teacher).__name__}"
+                         + (" (teacher_store: pass the teacher's weights instead)" if cfg.teacher_store else ""))
+    return net
+
+
 def _setup_student(run: Run) -> None:
     cfg = run.cfg
     torch.manual_seed(cfg.seed)  # the init must not depend on how much RNG the data/teacher setup consumed
     run.student = run.method.create_student(cfg.student.arch, run.splits.num_classes, cfg.student.weights,
-                                            run.spec.size).to(run.device)
+                                            run.spec.size)
+    if run.init_from is not None:
+        _init_from_teacher(run)
+    run.student = run.student.to(run.device)
     if run.memory_format is torch.channels_last:
         run.student = run.student.to(memory_format=torch.channels_last)
     run.model = run.ctx.wrap(run.student, run.device)  # DDP when distributed (forward/backward); `student` for state
     run.optimizer = _adamw(run.student, cfg.lr, cfg.weight_decay, run.device)
     run.scaler = torch.amp.GradScaler(run.device.type, enabled=run.precision.needs_scaler)
+
+
+def _init_from_teacher(run: Run) -> None:
+    from ..models import CifarResNet, backbone_module, load_backbone_state
+    from ..models.teacher_init import backbone_state_from_teacher
+
+    net = backbone_module(run.student.backbone)
+    if not isinstance(net, CifarResNet):
+        raise ModelError(f"student.init=teacher needs a cifar_resnet student, not {run.cfg.student.arch}")
+    state, picks = backbone_state_from_teacher(run.init_from, net)
+    load_backbone_state(run.student.backbone, state, "the teacher")
+    run.init_from, run.init_blocks = None, picks
 
 
 def _setup_budget(run: Run) -> None:

@@ -126,6 +126,7 @@ def test_baselines_run(method: str, heads: tuple[str, ...], base_args: list[str]
     (["--labeled-fraction", "0.001"], "fewer than one labeled image"),
     (["--config", "/nonexistent.yaml"], "config file not found"),
     (["--device", "cuda:7"], "cuda"),
+    (["--student-init", "magic"], "student.init"),
 ])
 def test_bad_input_is_one_error_line(args: list[str], needle: str, base_args: list[str], tmp_path: Path,
                                      run_cli) -> None:
@@ -175,3 +176,16 @@ def test_progress_in_a_log_is_a_line_every_n_steps() -> None:
     with Progress(False, total=5, start=0, every=1, stream=quiet, terminal=False) as off:
         off.update(1, 1.0, 1.0, 1e-3)
     assert quiet.getvalue() == ""
+
+
+def test_a_student_started_from_the_teacher(base_args: list[str], tmp_path: Path, run_cli) -> None:
+    """The real ResNet-56 teacher starts a ResNet-8 student (block 0 of each stage); the run records it."""
+    code, _, err = run_cli([*base_args, "--method", "kd", "--steps", "1", "--student-init", "teacher",
+                            "--out", str(tmp_path / "r")])
+    assert code == 0, err
+    setup = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[0])
+    assert setup["event"] == "setup" and setup["student_init"] == {"from": "teacher", "blocks": [0]}
+    code, _, err = run_cli([*base_args, "--steps", "1", "--set", "student.init=teacher", "--set",
+                            "student.weights=backbone.pt", "--out", str(tmp_path / "r2")])
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "choose one" in lines[0], err
