@@ -92,3 +92,17 @@ def test_a_teacher_without_a_cifar_network_is_one_clear_error() -> None:
     cfg = cfg.model_copy(update={"teacher_store": "store/"})
     with pytest.raises(ModelError, match="teacher_store: pass the teacher's weights instead"):
         _teacher_network(object(), cfg)
+
+
+def test_the_headline_config_starts_its_student_from_its_teacher() -> None:
+    """configs/cifar10_headline.yaml validates, and its teacher/student pair can be built one from the other."""
+    from pathlib import Path
+
+    from distill.config import load_config
+    from distill.train import TrainConfig
+
+    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[2] / "configs" / "cifar10_headline.yaml")
+    assert cfg.student.init == "teacher" and cfg.teacher.name == "cifar_resnet56"
+    student = create_student(cfg.student.arch, 10, cfg.method)
+    _, picks = backbone_state_from_teacher(CifarResNet(56, 10), student.backbone.net)
+    assert picks == [0, 4, 8]
