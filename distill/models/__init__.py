@@ -5,8 +5,8 @@ from .registry import (
     create_backbone,
     create_cifar_resnet_classifier,
     create_student,
-    list_backbones,
     backbone_module,
+    list_backbones,
     load_backbone_state,
     load_backbone_weights,
     register_backbone,
@@ -18,6 +18,7 @@ from .timm_backbone import TimmBackbone, resolve_pretrained, timm_preprocess
 
 __all__ = [
     "CifarResNet", "HEADS_BY_METHOD", "Student", "StudentSpec", "create_backbone", "create_cifar_resnet_classifier",
-    "create_student", "list_backbones", "backbone_module", "load_backbone_state", "load_backbone_weights", "register_backbone", "student_from_spec",
+    "create_student", "list_backbones", "backbone_module", "load_backbone_state", "load_backbone_weights",
+    "register_backbone", "student_from_spec",
     "TimmBackbone", "default_student_preprocess", "resolve_pretrained", "timm_preprocess",
 ]

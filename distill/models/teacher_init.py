@@ -26,7 +26,8 @@ def teacher_blocks(n_teacher: int, n_student: int) -> list[int]:
     return [round(i * (n_teacher - 1) / (n_student - 1)) for i in range(n_student)]
 
 
-def backbone_state_from_teacher(teacher: CifarResNet, student: CifarResNet) -> tuple[dict[str, torch.Tensor], list[int]]:
+def backbone_state_from_teacher(teacher: CifarResNet,
+                                student: CifarResNet) -> tuple[dict[str, torch.Tensor], list[int]]:
     """The student backbone's state dict filled from ``teacher`` (stem + :func:`teacher_blocks` of each stage) and
     the block indices taken. Refuses networks of different widths (their tensors would not fit)."""
     if teacher.conv1.weight.shape != student.conv1.weight.shape or teacher.num_features != student.num_features:

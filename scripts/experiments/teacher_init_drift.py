@@ -12,14 +12,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from distill.checkpoint import load_checkpoint  # noqa: E402
-from distill.models import CifarResNet, create_cifar_resnet_classifier, student_from_spec  # noqa: E402
+from distill.models import CifarResNet, backbone_module, create_cifar_resnet_classifier, student_from_spec  # noqa: E402
 from distill.models.teacher_init import backbone_state_from_teacher  # noqa: E402
 
 ckpt = load_checkpoint(sys.argv[1])
 teacher = create_cifar_resnet_classifier(int(sys.argv[3]) if len(sys.argv) > 3 else 56, 10, sys.argv[2])
 student = student_from_spec(ckpt["student"])
 student.load_state_dict(ckpt["model"])
-net = student.backbone.net
+net = backbone_module(student.backbone)
 assert isinstance(net, CifarResNet), "a CIFAR ResNet student"
 start, picks = backbone_state_from_teacher(teacher, net)
 now = net.state_dict()
