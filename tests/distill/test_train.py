@@ -127,6 +127,7 @@ def test_baselines_run(method: str, heads: tuple[str, ...], base_args: list[str]
     (["--config", "/nonexistent.yaml"], "config file not found"),
     (["--device", "cuda:7"], "cuda"),
     (["--student-init", "magic"], "student.init"),
+    (["--student-init", "teacher", "--student", "resnet18"], "needs a cifar_resnet student, not resnet18"),
 ])
 def test_bad_input_is_one_error_line(args: list[str], needle: str, base_args: list[str], tmp_path: Path,
                                      run_cli) -> None:
