@@ -373,6 +373,10 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
              reference: Optional[str] = None, progress: Any = None) -> dict[str, Any]:
     """Start every server, then run ``rounds`` interleaved rounds over photo sets and levels; stop them.
 
+    Each server is first warmed up at every photo set and level it will be measured at (``warmup`` requests, at
+    least 4 per connection): round 0 at concurrency 32 used to be the first time a server saw batches that large
+    and 32 connections at once, and it ran up to 37% below the later rounds (docs/results.md 18).
+
     Only the server being measured runs: the others are paused (SIGSTOP to their process group, SIGCONT after),
     because an idle server is not free. An idle LitServe polls its queues at about a fifth of a core (measured,
     docs/results.md 15), which the server measured beside it would lose on a 2-core machine."""
@@ -390,10 +394,11 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
             pause_server(started[spec.name][0])
         for spec in servers:
             proc, port = started[spec.name]
-            with running(proc):
-                for name, imgs in photos.items():  # warm-up: every photo set once
+            with running(proc):  # warm-up: every photo set at every level, as it will be measured
+                for name, imgs in photos.items():
                     reqs = [build_request("127.0.0.1", port, path, n, b) for n, b in imgs]
-                    run_level("127.0.0.1", port, reqs, min(8, max(levels)), warmup)
+                    for c in levels:
+                        run_level("127.0.0.1", port, reqs, c, max(warmup, 4 * c))
         for r in range(rounds):
             for name, imgs in photos.items():
                 for c in levels:
@@ -465,7 +470,9 @@ def summarize(levels: list[Level], names: list[str], reference: Optional[str] = 
                 "rps": [min(lv.throughput_rps for lv in mine), max(lv.throughput_rps for lv in mine)],
                 "p50_ms": [min(p50), max(p50)] if p50 else None, "p99_ms": [min(p99), max(p99)] if p99 else None,
                 "p99_over_p50": [round(b / a, 2) for a, b in zip(p50, p99) if a],
+                "p99_over_p50_median": _median([b / a for a, b in zip(p50, p99) if a]),
                 "throughput_vs_reference": [round(x, 2) for x in ratios],
+                "throughput_vs_reference_median": _median(ratios),
                 "errors": sum(lv.errors for lv in mine),
                 "server_preprocess_ms": [lv.server_preprocess_ms for lv in mine],
                 "server_inference_ms": [lv.server_inference_ms for lv in mine],
@@ -475,6 +482,12 @@ def summarize(levels: list[Level], names: list[str], reference: Optional[str] = 
                                   if lv.rss_peak_mb is not None and lv.rss_before_mb is not None],
             })
     return rows
+
+
+def _median(values: list[float]) -> Optional[float]:
+    """The run's figure for a per-round quantity: the median round, so one round the VM ran slow in does not decide
+    it (every round is kept beside it)."""
+    return round(statistics.median(values), 2) if values else None
 
 
 def parse_server(item: str) -> ServerSpec:

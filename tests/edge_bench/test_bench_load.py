@@ -76,6 +76,17 @@ def test_summary_compares_servers_round_by_round():
     assert rows["ours"]["rss_growth_mb"] == [30.0, 30.0]
 
 
+def test_the_runs_figure_is_the_median_round():
+    """One slow round (the VM's speed drifts) moves neither the median ratio nor the median tail."""
+    levels = [_level("ours", 0, 150, 10, 15), _level("litserve", 0, 100, 20, 60),
+              _level("ours", 1, 90, 12, 40), _level("litserve", 1, 100, 25, 75),   # a slow round for ours
+              _level("ours", 2, 170, 10, 17), _level("litserve", 2, 100, 22, 66)]
+    rows = {r["server"]: r for r in summarize(levels, ["ours", "litserve"], "litserve")}
+    assert rows["ours"]["throughput_vs_reference"] == [1.5, 0.9, 1.7]
+    assert rows["ours"]["throughput_vs_reference_median"] == 1.5
+    assert rows["ours"]["p99_over_p50_median"] == 1.7 and rows["litserve"]["p99_over_p50_median"] == 3.0
+
+
 def test_summary_ratios_are_to_the_reference_not_to_whichever_server_comes_first():
     levels = [_level("ours", 0, 150, 10, 15), _level("ours-w2", 0, 200, 10, 15), _level("litserve", 0, 100, 20, 60)]
     rows = {r["server"]: r for r in summarize(levels, ["ours", "ours-w2", "litserve"], "litserve")}
@@ -100,8 +111,12 @@ def test_only_the_server_being_measured_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(loadtest, "pause_server", lambda proc: running.discard(proc.pid))
     monkeypatch.setattr(loadtest, "resume_server", lambda proc: running.add(proc.pid))
 
+    warmups: list[tuple[int, int, int]] = []
+
     def run_level(host, port, reqs, c, n, *, server=None, pid=None, **kw):  # noqa: ANN001, ANN003
         seen.append((server or "warm-up", set(running)))
+        if server is None:
+            warmups.append((next(iter(running)), c, n))
         return _level(server or "warm-up", kw.get("round_", 0), 100.0, 10, 12)
 
     monkeypatch.setattr(loadtest, "run_level", run_level)
@@ -111,7 +126,9 @@ def test_only_the_server_being_measured_runs(tmp_path, monkeypatch):
     res = loadtest.run_load(model, {"native": [("a.jpg", b"1")]}, specs, levels=[1, 32], requests=10, rounds=2,
                             reference="litserve")
     measured = [(name, run) for name, run in seen if name != "warm-up"]
-    assert len(measured) == 2 * 2 * 3 and len(seen) == len(measured) + 3
+    assert len(measured) == 2 * 2 * 3 and len(seen) == len(measured) + 3 * 2
+    # every server warmed up at every level it is measured at, at least 4 requests a connection
+    assert warmups == [(pid, c, n) for pid in pids.values() for c, n in ((1, 64), (32, 128))]
     assert all(run == {pids[name]} for name, run in measured)  # the measured server alone
     assert all(len(run) == 1 for _, run in seen)  # warm-ups too
     assert not running and res["reference"] == "litserve"

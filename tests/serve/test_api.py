@@ -79,6 +79,20 @@ def test_request_id_is_honoured_or_generated(client, jpeg):
     assert r2.headers["x-request-id"] != rid
 
 
+def test_generated_request_ids_are_unique_per_process_and_across_forks(monkeypatch):
+    import os as os_mod
+
+    from serve.app import RequestIds
+
+    ids = RequestIds()
+    first = [ids() for _ in range(1000)]
+    assert len(set(first)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in first)
+    monkeypatch.setattr(os_mod, "getpid", lambda: -7)  # as a forked worker sees it: another process
+    forked = [ids() for _ in range(1000)]
+    assert len(set(forked)) == 1000 and not set(forked) & set(first)
+    assert forked[0][:16] != first[0][:16]  # a prefix of its own, not the parent's with its counter reset
+
+
 # -- image variants: each must classify exactly like the RGB image it shows ---------------------------------
 @pytest.fixture(scope="module")
 def rgb(real_jpegs) -> Image.Image:
