@@ -374,8 +374,9 @@ def run_load(model: Path, photos: dict[str, list[tuple[str, bytes]]], servers: l
     """Start every server, then run ``rounds`` interleaved rounds over photo sets and levels; stop them.
 
     Each server is first warmed up at every photo set and level it will be measured at (``warmup`` requests, at
-    least 4 per connection): round 0 at concurrency 32 used to be the first time a server saw batches that large
-    and 32 connections at once, and it ran up to 37% below the later rounds (docs/results.md 18).
+    least 4 per connection), so round 0 is not the first time it sees that many connections and batches that large.
+    With one warm-up at concurrency 8, round 0 at concurrency 32 was the slowest round in 3 of 5 runs, up to 37%
+    below the next one (docs/results.md 16 and 18).
 
     Only the server being measured runs: the others are paused (SIGSTOP to their process group, SIGCONT after),
     because an idle server is not free. An idle LitServe polls its queues at about a fifth of a core (measured,
