@@ -88,7 +88,11 @@ def test_preprocessing_real_photos_with_resize(clothing_small_dir: Path):
     spec = PreprocessSpec.for_size(64, crop_pct=0.875)
     assert spec.resize_size > spec.size  # the resize path really runs
     got = preprocess_images(photos, spec)
-    np.testing.assert_allclose(got, np.stack([_reference_preprocess(p, spec) for p in photos]), atol=1e-6, rtol=0)
+    # in pixel levels: a shrink resamples only the crop's box (distill.preprocess.resize_and_crop), which agrees with
+    # resizing the whole photo and then cropping up to the rounding between PIL's two 8-bit passes
+    levels = np.abs(got - np.stack([_reference_preprocess(p, spec) for p in photos])) * 255.0 \
+        * np.asarray(spec.std, np.float32)[None, :, None, None]
+    assert levels.max() < 1.0 + 1e-3 and (levels > 1e-3).mean() < 0.002, (levels.max(), (levels > 1e-3).mean())
     np.testing.assert_array_equal(np.stack([np.asarray(create_eval_transform(spec)(p)) for p in photos]), got)
 
 
