@@ -212,17 +212,16 @@ def resize_and_crop(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     nw, nh = max(spec.size, round(w * scale)), max(spec.size, round(h * scale))
     left = int(round((nw - spec.size) / 2.0))
     top = int(round((nh - spec.size) / 2.0))
-    if (nw, nh) == (w, h):
-        return img if (nw, nh) == (spec.size, spec.size) else img.crop((left, top, left + spec.size, top + spec.size))
-    if nw <= w and nh <= h and spec.interpolation != "nearest":
-        # Shrinking: resample only the source box the crop comes from, straight to the crop size. The filter still
-        # reads pixels outside the box, so this is the resize-then-crop below up to rounding (a few levels in a few
-        # pixels: tests/distill/test_preprocess_resize.py), without computing the pixels the crop drops (43% of a
-        # 400x711 photo's resize at 32 px). Nearest keeps the rule below: a box can move its pick by one pixel.
-        sx, sy = w / nw, h / nh
-        return img.resize((spec.size, spec.size), resample,
-                          box=(left * sx, top * sy, (left + spec.size) * sx, (top + spec.size) * sy))
-    img = img.resize((nw, nh), resample)
+    if (nw, nh) != (w, h):
+        if nw <= w and nh <= h and spec.interpolation != "nearest":
+            # Shrinking: resample only the source box the crop comes from, straight to the crop size. The filter
+            # still reads pixels outside the box, so this is resize-then-crop up to rounding (a few levels in a few
+            # pixels: tests/distill/test_preprocess_resize.py), without computing the pixels the crop drops (43% of
+            # a 400x711 photo's resize at 32 px). Nearest resizes then crops: a box can move its pick by a pixel.
+            sx, sy = w / nw, h / nh
+            return img.resize((spec.size, spec.size), resample,
+                              box=(left * sx, top * sy, (left + spec.size) * sx, (top + spec.size) * sy))
+        img = img.resize((nw, nh), resample)
     if (nw, nh) == (spec.size, spec.size):
         return img
     return img.crop((left, top, left + spec.size, top + spec.size))

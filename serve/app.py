@@ -59,8 +59,9 @@ class RequestIds:
         self._count = itertools.count()
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # a fresh process (a forked worker): a prefix of its own
-            self._pid, self._prefix, self._count = os.getpid(), os.urandom(8).hex(), itertools.count()
+        pid = os.getpid()
+        if self._pid != pid:  # a fresh process (a forked worker): a prefix of its own
+            self._pid, self._prefix, self._count = pid, os.urandom(8).hex(), itertools.count()
         return f"{self._prefix}{next(self._count):016x}"
 
 
