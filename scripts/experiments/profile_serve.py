@@ -14,6 +14,7 @@ import argparse
 import collections
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,12 +61,16 @@ def main() -> None:
     ap.add_argument("--server-args", default="--max-batch 16 --max-wait-ms 5 --threads 1")
     ap.add_argument("--top", type=int, default=60)
     a = ap.parse_args()
+    beside = Path(sys.executable).with_name("py-spy")
+    spy = str(beside) if beside.exists() else shutil.which("py-spy")
+    if spy is None:  # before a server is started
+        sys.exit("error: py-spy not found: pip install py-spy (it is in the bench extra)")
+    stop = threading.Event()
     proc, port = start_ready(ServerSpec("ours", "serve", shlex.split(a.server_args)), a.model)
     try:
         files = sorted(p for p in a.photos.iterdir() if p.is_file())
         reqs = [build_request("127.0.0.1", port, "/v1/classify", f.name, f.read_bytes()) for f in files]
         run_level("127.0.0.1", port, reqs, a.concurrency, 8 * a.concurrency)  # warm-up
-        stop = threading.Event()
 
         def load() -> None:
             while not stop.is_set():
@@ -76,14 +81,14 @@ def main() -> None:
         time.sleep(1.0)
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "profile.txt"
-            spy = Path(sys.executable).with_name("py-spy")
-            subprocess.run([str(spy) if spy.exists() else "py-spy", "record", "-p", str(proc.pid), "-d", str(a.seconds), "-r", "200", "-f", "raw",
+            subprocess.run([spy, "record", "-p", str(proc.pid), "-d", str(a.seconds), "-r", "200", "-f", "raw",
                             "-o", str(raw), "--threads", "--idle"], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             stop.set()
             t.join()
             aggregate(raw, a.top)
     finally:
+        stop.set()  # the load thread ends with its current level, whatever failed
         stop_server(proc)
 
 
